@@ -1,0 +1,107 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/shardgate/shardgate/pkg/link"
+	"github.com/shardgate/shardgate/pkg/protocols/coap"
+	"github.com/shardgate/shardgate/pkg/protocols/diameter"
+	"github.com/shardgate/shardgate/pkg/ring"
+)
+
+// observeBit marks correlation ids chosen by the CoAP endpoint for
+// observations, so they never collide with the link client's own request
+// counter.
+const observeBit = 1 << 63
+
+// forwarder routes a request to the owner of its key's shard over the link.
+// It is safe for concurrent use.
+type forwarder struct {
+	ring  *ring.Ring
+	link  *link.Client
+	proto link.Proto
+}
+
+var (
+	_ coap.Forwarder     = (*forwarder)(nil)
+	_ diameter.Forwarder = diameterForwarder{}
+)
+
+// Forward implements coap.Forwarder.
+func (f *forwarder) Forward(key, msg []byte, observe uint64, done func([]byte, error)) (string, error) {
+	shard, owner, ok := f.ring.Lookup(key)
+	if !ok {
+		return "", coap.ErrNoOwner
+	}
+	fr := link.Frame{Proto: f.proto, Shard: shard, Key: key, Body: msg}
+	if observe != 0 {
+		fr.Flags = link.FlagObserve
+		fr.Corr = observe | observeBit
+	}
+	err := f.link.Send(owner.Addr, &fr, func(resp *link.Frame, err error) {
+		if err == nil {
+			err = resp.Status.Err()
+		}
+		if err != nil {
+			done(nil, coapError(err))
+			return
+		}
+		done(resp.Body, nil)
+	})
+	if err != nil {
+		return "", coapError(err)
+	}
+	return owner.Addr, nil
+}
+
+// CancelObserve implements coap.Forwarder.
+func (f *forwarder) CancelObserve(worker string, key []byte, id uint64) {
+	if worker == "" {
+		return
+	}
+	fr := link.Frame{Type: link.TypeCancel, Proto: f.proto, Corr: id | observeBit, Key: key}
+	// A worker that is gone has dropped the observation already.
+	_ = f.link.SendCancel(worker, &fr)
+}
+
+// coapError maps a link failure onto the errors the CoAP endpoint answers.
+func coapError(err error) error {
+	switch {
+	case errors.Is(err, link.ErrOverloaded):
+		return fmt.Errorf("%w: %w", coap.ErrOverloaded, err)
+	case errors.Is(err, link.ErrTimeout):
+		return fmt.Errorf("%w: %w", coap.ErrTimeout, err)
+	}
+	return err
+}
+
+// diameterForwarder adapts the forwarder to the Diameter server.
+type diameterForwarder struct{ f *forwarder }
+
+// Forward implements diameter.Forwarder.
+func (d diameterForwarder) Forward(key, msg []byte, done func(answer []byte, err error)) error {
+	shard, owner, ok := d.f.ring.Lookup(key)
+	if !ok {
+		return errors.New("no active worker owns the session")
+	}
+	fr := link.Frame{Proto: link.ProtoDiameter, Shard: shard, Key: key, Body: msg}
+	err := d.f.link.Send(owner.Addr, &fr, func(resp *link.Frame, err error) {
+		if err == nil {
+			err = resp.Status.Err()
+		}
+		if err != nil {
+			done(nil, diameterError(err))
+			return
+		}
+		done(resp.Body, nil)
+	})
+	return diameterError(err)
+}
+
+func diameterError(err error) error {
+	if err != nil && errors.Is(err, link.ErrOverloaded) {
+		return fmt.Errorf("%w: %w", diameter.ErrOverloaded, err)
+	}
+	return err
+}

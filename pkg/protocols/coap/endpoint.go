@@ -1,0 +1,295 @@
+package coap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/rs/zerolog"
+
+	"github.com/shardgate/shardgate/pkg/config"
+	"github.com/shardgate/shardgate/pkg/metrics"
+)
+
+// Forwarder sends requests to the worker that owns their session key.
+// The gateway's assembly implements it over the ring and the link.
+type Forwarder interface {
+	// Forward sends msg, an encoded CoAP request, to the owner of key and
+	// returns the owner's link address. A non-zero observe registers an
+	// observation with that id. done is called exactly once, from a
+	// goroutine that must not block, with the encoded response (valid only
+	// during the call) or an error; it is not called when Forward itself
+	// returns an error. key and msg are not kept after Forward returns.
+	Forward(key []byte, msg []byte, observe uint64, done func(resp []byte, err error)) (worker string, err error)
+	// CancelObserve ends observation id at worker.
+	CancelObserve(worker string, key []byte, id uint64)
+}
+
+// Errors a Forwarder returns or passes to done, wrapped; the endpoint picks
+// the device's answer from them. Any other error is treated as a lost worker:
+// the request is dropped unanswered so that the device retransmits.
+var (
+	ErrNoOwner    = errors.New("no active worker owns the key")
+	ErrOverloaded = errors.New("worker overloaded")
+	ErrTimeout    = errors.New("worker did not answer in time")
+)
+
+// Transmission parameters (RFC 7252 §4.8).
+const (
+	AckTimeout       = 2 * time.Second
+	AckRandomFactor  = 1.5
+	MaxRetransmit    = 4
+	ExchangeLifetime = 247 * time.Second
+)
+
+// Options configures an Endpoint. Zero values take the defaults shown.
+type Options struct {
+	// Addr is the UDP listen address, default ":5683".
+	Addr string
+	// Key says where the session key is in a request.
+	Key       config.CoAPKey
+	Forwarder Forwarder
+	Metrics   *metrics.Metrics
+	Logger    zerolog.Logger
+	// PiggybackWait is how long a CON request may wait for the worker
+	// before an Empty ACK goes out and the response becomes separate
+	// (RFC 7252 §5.2.2). Default 1 s, half of ACK_TIMEOUT, so the device
+	// has the ACK before its first retransmission.
+	PiggybackWait time.Duration
+	// BlockSize is the largest payload sent in one datagram; larger
+	// responses go block-wise (RFC 7959). Default 1024.
+	BlockSize int
+	// MaxBody bounds a request body assembled from Block1 blocks. Default 64 KiB.
+	MaxBody int
+	// MaxExchanges bounds the exchanges remembered for duplicate
+	// detection. Default 262144.
+	MaxExchanges int
+	// Readers is the number of goroutines reading the socket. Default GOMAXPROCS.
+	Readers int
+	// AckTimeout is the initial retransmission timeout of the CON messages
+	// the gateway sends (separate responses, notifications). Default 2 s.
+	AckTimeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Addr == "" {
+		o.Addr = ":5683"
+	}
+	if o.Key.Kind == 0 {
+		o.Key = config.CoAPKey{Kind: config.KeyPath, Prefix: []string{"d"}}
+	}
+	if o.PiggybackWait <= 0 {
+		o.PiggybackWait = time.Second
+	}
+	if o.BlockSize <= 0 {
+		o.BlockSize = 1024
+	}
+	o.BlockSize = 1 << (szxFor(o.BlockSize) + 4)
+	if o.MaxBody <= 0 {
+		o.MaxBody = 64 << 10
+	}
+	if o.MaxExchanges <= 0 {
+		o.MaxExchanges = 1 << 18
+	}
+	if o.Readers <= 0 {
+		o.Readers = runtime.GOMAXPROCS(0)
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = AckTimeout
+	}
+}
+
+// Endpoint is the CoAP server a device talks to. It is safe for concurrent use.
+type Endpoint struct {
+	opts Options
+	log  zerolog.Logger
+	conn *net.UDPConn
+	mid  atomic.Uint32
+
+	exchanges *exchangeCache
+	out       *outbound
+	blocks    *blockStore
+	observes  *observeTable
+	counts    counters
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New validates opts and returns an Endpoint that is not yet listening.
+func New(opts Options) (*Endpoint, error) {
+	if opts.Forwarder == nil {
+		return nil, errors.New("coap: endpoint needs a Forwarder")
+	}
+	if opts.Metrics == nil {
+		return nil, errors.New("coap: endpoint needs Metrics")
+	}
+	opts.setDefaults()
+	e := &Endpoint{
+		opts:     opts,
+		log:      opts.Logger.With().Str("component", "coap").Logger(),
+		blocks:   newBlockStore(),
+		observes: newObserveTable(),
+		stop:     make(chan struct{}),
+	}
+	e.counts = newCounters(opts.Metrics)
+	e.exchanges = newExchangeCache(ExchangeLifetime, opts.MaxExchanges, e.counts.evicted.Inc)
+	e.out = newOutbound()
+	e.mid.Store(uint32(time.Now().UnixNano()))
+	return e, nil
+}
+
+// Listen binds the UDP socket.
+func (e *Endpoint) Listen() error {
+	addr, err := net.ResolveUDPAddr("udp", e.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("coap: resolve listen address %q: %w", e.opts.Addr, err)
+	}
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return fmt.Errorf("coap: listen on %q: %w", e.opts.Addr, err)
+	}
+	// Large socket buffers absorb bursts while readers are busy; the
+	// kernel caps them at net.core.rmem_max / wmem_max.
+	_ = conn.SetReadBuffer(4 << 20)
+	_ = conn.SetWriteBuffer(4 << 20)
+	e.conn = conn
+	return nil
+}
+
+// Addr returns the bound address; valid after Listen.
+func (e *Endpoint) Addr() net.Addr { return e.conn.LocalAddr() }
+
+// Serve reads datagrams until ctx ends or Close is called, then returns nil.
+func (e *Endpoint) Serve(ctx context.Context) error {
+	if e.conn == nil {
+		return errors.New("coap: Serve called before Listen")
+	}
+	e.wg.Add(1)
+	go e.timers()
+	errs := make(chan error, e.opts.Readers)
+	for i := 0; i < e.opts.Readers; i++ {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			errs <- e.read()
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-e.stop:
+	case err = <-errs:
+	}
+	e.Close()
+	e.wg.Wait()
+	return err
+}
+
+// Close stops the endpoint. It is safe to call more than once.
+func (e *Endpoint) Close() {
+	select {
+	case <-e.stop:
+	default:
+		close(e.stop)
+		if e.conn != nil {
+			e.conn.Close()
+		}
+	}
+}
+
+// scratch is one reader's reusable state.
+type scratch struct {
+	msg message.Message
+	key []byte
+	out []byte
+}
+
+func (e *Endpoint) read() error {
+	buf := make([]byte, 64<<10)
+	sc := &scratch{msg: message.Message{Options: make(message.Options, 0, maxOptions)}, key: make([]byte, 0, 64), out: make([]byte, 0, 2048)}
+	for {
+		n, from, err := e.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			select {
+			case <-e.stop:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			e.log.Error().Err(err).Msg("coap: read failed")
+			continue
+		}
+		e.handle(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), sc)
+	}
+}
+
+// send writes one datagram; failures are counted, not logged per packet.
+func (e *Endpoint) send(b []byte, to netip.AddrPort) {
+	if _, err := e.conn.WriteToUDPAddrPort(b, to); err != nil {
+		e.counts.sendErrors.Inc()
+	}
+}
+
+func (e *Endpoint) nextMID() uint16 { return uint16(e.mid.Add(1)) }
+
+// handle processes one datagram from a device.
+func (e *Endpoint) handle(b []byte, from netip.AddrPort, sc *scratch) {
+	if len(b) < headerLen {
+		// Too short to carry a Message ID, so nothing can echo it.
+		e.counts.malformed.Inc()
+		return
+	}
+	typ := b[0] >> 4 & 3
+	mid := uint16(b[2])<<8 | uint16(b[3])
+	m := &sc.msg
+	m.Options = m.Options[:0]
+	if err := decode(b, m); err != nil {
+		e.counts.malformed.Inc()
+		if typ == typeCON {
+			e.send(empty(sc.out, typeRST, mid), from)
+		}
+		return
+	}
+	switch typ {
+	case typeACK:
+		e.counts.ack.Inc()
+		e.out.acknowledge(from, mid)
+		return
+	case typeRST:
+		e.counts.rst.Inc()
+		if id, ok := e.out.reset(from, mid); ok {
+			e.endObservation(id, true)
+		}
+		return
+	}
+	if m.Code == codes.Empty {
+		if typ == typeCON {
+			// An Empty CON is a ping: answer RST (RFC 7252 §4.3).
+			e.counts.ping.Inc()
+			e.send(empty(sc.out, typeRST, mid), from)
+			return
+		}
+		e.counts.dropped.Inc()
+		return
+	}
+	if !isRequest(m.Code) {
+		// A response the gateway did not ask for: reject (RFC 7252 §4.2, §4.3).
+		e.counts.dropped.Inc()
+		if typ == typeCON {
+			e.send(empty(sc.out, typeRST, mid), from)
+		}
+		return
+	}
+	e.request(b, from, typ, mid, sc)
+}

@@ -1,0 +1,174 @@
+package coap
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// exKey identifies a message exchange: the peer's endpoint and the Message
+// ID it chose (RFC 7252 §4.5).
+type exKey struct {
+	addr netip.AddrPort
+	mid  uint16
+}
+
+func (k exKey) shard() int {
+	h := uint32(k.mid)*0x9E3779B1 ^ uint32(k.addr.Port())*0x85EBCA77
+	a := k.addr.Addr().As16()
+	h ^= uint32(a[12])<<24 | uint32(a[13])<<16 | uint32(a[14])<<8 | uint32(a[15])
+	h ^= h >> 15
+	return int(h % exShards)
+}
+
+// Exchange states of a request.
+const (
+	// statePending: forwarded, nothing sent to the device yet.
+	statePending uint8 = iota
+	// stateAcked: an Empty ACK went out, so the response must be a separate CON.
+	stateAcked
+	// stateDone: the response went out.
+	stateDone
+)
+
+// exchange is one request from a device, kept for duplicate detection.
+// Its fields are guarded by the lock of the cache shard that holds it.
+type exchange struct {
+	key     exKey
+	typ     uint8
+	state   uint8
+	created time.Time
+	// reply is the piggybacked response, resent for a duplicate CON.
+	reply []byte
+}
+
+const exShards = 64
+
+type exShard struct {
+	mu sync.Mutex
+	// m maps each remembered exchange to its state.
+	m map[exKey]*exchange
+	// fifo lists exchanges in creation order for expiry; it may contain
+	// entries already removed from m.
+	fifo []*exchange
+	head int
+	// pending lists CON exchanges in creation order for the Empty ACK timer.
+	pending []*exchange
+}
+
+// exchangeCache remembers recent exchanges for EXCHANGE_LIFETIME, bounded in
+// count: when a shard is full its oldest exchange is forgotten early. It is
+// safe for concurrent use.
+type exchangeCache struct {
+	lifetime time.Duration
+	perShard int
+	shards   [exShards]exShard
+	// evicted counts exchanges forgotten before their lifetime ended.
+	evicted func()
+}
+
+func newExchangeCache(lifetime time.Duration, capacity int, evicted func()) *exchangeCache {
+	c := &exchangeCache{lifetime: lifetime, perShard: max(capacity/exShards, 16), evicted: evicted}
+	for i := range c.shards {
+		c.shards[i].m = make(map[exKey]*exchange)
+	}
+	return c
+}
+
+// begin returns the exchange for k, creating it when new. dup reports an
+// existing exchange. The shard stays locked only inside begin; callers read
+// and change the exchange's state through with.
+func (c *exchangeCache) begin(k exKey, typ uint8, now time.Time) (ex *exchange, dup bool) {
+	s := &c.shards[k.shard()]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ex, ok := s.m[k]; ok && now.Sub(ex.created) < c.lifetime {
+		return ex, true
+	}
+	c.expire(s, now)
+	ex = &exchange{key: k, typ: typ, created: now}
+	s.m[k] = ex
+	s.fifo = append(s.fifo, ex)
+	if typ == typeCON {
+		s.pending = append(s.pending, ex)
+	}
+	return ex, false
+}
+
+// expire drops expired exchanges and, past capacity, the oldest ones.
+// s.mu must be held.
+func (c *exchangeCache) expire(s *exShard, now time.Time) {
+	for s.head < len(s.fifo) {
+		old := s.fifo[s.head]
+		full := len(s.m) >= c.perShard
+		if !full && now.Sub(old.created) < c.lifetime {
+			break
+		}
+		s.fifo[s.head] = nil
+		s.head++
+		if cur, ok := s.m[old.key]; ok && cur == old {
+			delete(s.m, old.key)
+			if full && c.evicted != nil {
+				c.evicted()
+			}
+		}
+	}
+	if s.head > 1024 && s.head*2 > len(s.fifo) {
+		n := copy(s.fifo, s.fifo[s.head:])
+		clear(s.fifo[n:])
+		s.fifo = s.fifo[:n]
+		s.head = 0
+	}
+}
+
+// with runs fn on ex under its shard's lock.
+func (c *exchangeCache) with(ex *exchange, fn func(ex *exchange)) {
+	s := &c.shards[ex.key.shard()]
+	s.mu.Lock()
+	fn(ex)
+	s.mu.Unlock()
+}
+
+// forget removes ex so that a retransmission of its request is handled as new.
+func (c *exchangeCache) forget(ex *exchange) {
+	s := &c.shards[ex.key.shard()]
+	s.mu.Lock()
+	if cur, ok := s.m[ex.key]; ok && cur == ex {
+		delete(s.m, ex.key)
+	}
+	s.mu.Unlock()
+}
+
+// overdue calls fn, under the shard lock, for each CON exchange created
+// before cutoff that is still pending, and stops tracking it.
+func (c *exchangeCache) overdue(cutoff time.Time, fn func(ex *exchange)) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n := 0
+		for n < len(s.pending) && !s.pending[n].created.After(cutoff) {
+			if ex := s.pending[n]; ex.state == statePending {
+				fn(ex)
+			}
+			n++
+		}
+		if n > 0 {
+			rest := copy(s.pending, s.pending[n:])
+			clear(s.pending[rest:])
+			s.pending = s.pending[:rest]
+		}
+		s.mu.Unlock()
+	}
+}
+
+// len returns the number of remembered exchanges.
+func (c *exchangeCache) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,288 @@
+package coap
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/shardgate/shardgate/pkg/config"
+)
+
+// call is one forwarded request waiting for its worker.
+type call struct {
+	e      *Endpoint
+	ex     *exchange
+	from   netip.AddrPort
+	start  time.Time
+	token  []byte
+	uri    uint64
+	block1 *block // the final Block1 of an assembled body, echoed in the response
+	block2 block  // the Block2 the device asked for; szx 0 and num 0 when it did not
+	obs    *observation
+}
+
+// request handles one decoded request datagram.
+func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16, sc *scratch) {
+	m := &sc.msg
+	now := time.Now()
+	ex, dup := e.exchanges.begin(exKey{from, mid}, typ, now)
+	if dup {
+		e.duplicate(ex, sc)
+		return
+	}
+	if id := unknownCritical(m.Options); id != 0 {
+		e.counts.badOption.Inc()
+		if typ != typeCON {
+			// A NON with an unrecognised critical option is rejected by
+			// ignoring it (RFC 7252 §5.4.1, §4.3).
+			return
+		}
+		diag := []byte("unknown critical option " + strconv.Itoa(int(id)))
+		e.answer(ex, sc, codeBadOption, nil, diag)
+		return
+	}
+	if hasOption(m.Options, optProxyURI) || hasOption(m.Options, optProxyScheme) {
+		e.answer(ex, sc, codeProxyNotSupport, nil, nil)
+		return
+	}
+	key := e.sessionKey(m, from, sc)
+	c := &call{e: e, ex: ex, from: from, start: now, token: append([]byte(nil), m.Token...)}
+	fwd := b
+	if v, ok := uintOption(m.Options, optBlock2); ok {
+		c.block2 = parseBlock(v)
+		c.uri = uriHash(m)
+		if c.block2.szx == 7 {
+			e.answer(ex, sc, codeBadRequest, nil, []byte("Block2 SZX 7 is reserved"))
+			return
+		}
+		if c.block2.num > 0 && e.serveCachedBlock(c, sc) {
+			return
+		}
+		fwd = e.withoutOptions(sc, m, nil, optBlock2)
+	}
+	if v, ok := uintOption(m.Options, optBlock1); ok {
+		body, done := e.block1(ex, c, parseBlock(v), sc)
+		if !done {
+			return
+		}
+		fwd = e.withoutOptions(sc, m, body, optBlock1, optSize1, optBlock2)
+	}
+	var obsID uint64
+	if m.Code == codes.GET {
+		obsID = e.observeRequest(c, m, key, fwd)
+	}
+	worker, err := e.opts.Forwarder.Forward(key, fwd, obsID, c.done)
+	if err != nil {
+		if c.obs != nil {
+			e.observes.remove(c.obs.id)
+		}
+		c.fail(err)
+		return
+	}
+	if c.obs != nil {
+		e.observes.setWorker(c.obs, worker)
+	}
+	e.counts.forwarded.Inc()
+}
+
+// duplicate answers a retransmitted request without forwarding it again
+// (RFC 7252 §4.5).
+func (e *Endpoint) duplicate(ex *exchange, sc *scratch) {
+	e.counts.duplicate.Inc()
+	var reply []byte
+	sendAck := false
+	e.exchanges.with(ex, func(ex *exchange) {
+		if ex.typ != typeCON {
+			return
+		}
+		switch ex.state {
+		case stateDone:
+			reply = ex.reply
+		case statePending:
+			ex.state = stateAcked
+			sendAck = true
+		case stateAcked:
+			sendAck = true
+		}
+	})
+	switch {
+	case reply != nil:
+		e.send(reply, ex.key.addr)
+	case sendAck:
+		e.send(empty(sc.out, typeACK, ex.key.mid), ex.key.addr)
+	}
+}
+
+// sessionKey finds the key the configured way, falling back to the source
+// address. The result aliases the datagram or sc.key.
+func (e *Endpoint) sessionKey(m *message.Message, from netip.AddrPort, sc *scratch) []byte {
+	k := e.opts.Key
+	switch k.Kind {
+	case config.KeyPath:
+		i := 0
+		for _, o := range m.Options {
+			if o.ID != optUriPath {
+				continue
+			}
+			if i == len(k.Prefix) {
+				if len(o.Value) > 0 {
+					return o.Value
+				}
+				break
+			}
+			if string(o.Value) != k.Prefix[i] {
+				break
+			}
+			i++
+		}
+	case config.KeyQuery:
+		for _, o := range m.Options {
+			if o.ID != optUriQuery {
+				continue
+			}
+			name, val, ok := bytes.Cut(o.Value, []byte{'='})
+			if ok && len(val) > 0 && string(name) == k.Query {
+				return val
+			}
+		}
+	}
+	sc.key = from.AppendTo(sc.key[:0])
+	return sc.key
+}
+
+// uriHash identifies a request's target for block-wise state, from its
+// Uri-Host, Uri-Port, Uri-Path and Uri-Query options (FNV-1a).
+func uriHash(m *message.Message) uint64 {
+	h := uint64(14695981039346656037)
+	for _, o := range m.Options {
+		switch o.ID {
+		case optUriHost, optUriPort, optUriPath, optUriQuery:
+			h ^= uint64(o.ID)
+			h *= 1099511628211
+			for _, c := range o.Value {
+				h ^= uint64(c)
+				h *= 1099511628211
+			}
+			h ^= 0xFF
+			h *= 1099511628211
+		}
+	}
+	return h
+}
+
+// withoutOptions re-encodes m without the dropped options, with payload when
+// it is non-nil, into a new buffer.
+func (e *Endpoint) withoutOptions(sc *scratch, m *message.Message, payload []byte, drop ...message.OptionID) []byte {
+	opts := replaceOptions(m.Options, drop)
+	if payload == nil {
+		payload = m.Payload
+	}
+	return appendMessage(nil, typeCON, m.Code, 0, m.Token, opts, payload)
+}
+
+// answer sends a response the gateway makes itself and records it in the
+// exchange.
+func (e *Endpoint) answer(ex *exchange, sc *scratch, code codes.Code, opts message.Options, payload []byte) {
+	resp := appendMessage(nil, typeACK, code, 0, sc.msg.Token, opts, payload)
+	e.deliver(ex, resp)
+}
+
+// done receives the worker's response.
+func (c *call) done(resp []byte, err error) {
+	e := c.e
+	e.opts.Metrics.Forward.WithLabelValues("coap").Observe(time.Since(c.start).Seconds())
+	if err != nil {
+		if c.obs != nil {
+			e.observes.remove(c.obs.id)
+		}
+		c.fail(err)
+		return
+	}
+	if len(resp) < headerLen || int(resp[0]&0xF) != len(c.token) || len(resp) < headerLen+len(c.token) {
+		e.counts.badGateway.Inc()
+		e.deliver(c.ex, appendMessage(nil, typeACK, codes.BadGateway, 0, c.token, nil, nil))
+		return
+	}
+	if c.obs != nil && !hasObserve(resp) {
+		// The worker did not add the observer; the response is a plain one
+		// (RFC 7641 §4.1).
+		e.observes.remove(c.obs.id)
+	}
+	if c.block1 != nil || c.block2.szx != 0 || c.block2.num != 0 || len(resp) > e.opts.BlockSize+64 {
+		if out, ok := e.blockResponse(c, resp); ok {
+			resp = out
+		}
+	}
+	e.deliver(c.ex, resp)
+}
+
+// fail answers a request the worker could not serve.
+func (c *call) fail(err error) {
+	e := c.e
+	var code codes.Code
+	switch {
+	case errors.Is(err, ErrNoOwner):
+		e.counts.noOwner.Inc()
+		code = codeUnavailable
+	case errors.Is(err, ErrOverloaded):
+		e.counts.overloaded.Inc()
+		code = codeUnavailable
+	case errors.Is(err, ErrTimeout):
+		e.counts.timeout.Inc()
+		code = codeGatewayTimeout
+	default:
+		// The worker's connection failed: forget the exchange so that
+		// the device's retransmission is forwarded to the new owner.
+		e.counts.lost.Inc()
+		e.exchanges.forget(c.ex)
+		return
+	}
+	var opts message.Options
+	if code == codeUnavailable {
+		// Max-Age on 5.03 tells the device when to retry (RFC 7252 §5.9.3.4).
+		opts = message.Options{{ID: optMaxAge, Value: []byte{1}}}
+	}
+	e.deliver(c.ex, appendMessage(nil, typeACK, code, 0, c.token, opts, nil))
+}
+
+// deliver sends resp, an encoded response, as the exchange requires:
+// piggybacked in the ACK, as a separate CON after an Empty ACK, or as a NON
+// (RFC 7252 §5.2). resp may be reused after deliver returns.
+func (e *Endpoint) deliver(ex *exchange, resp []byte) {
+	var state uint8
+	e.exchanges.with(ex, func(ex *exchange) {
+		state = ex.state
+		if ex.typ == typeCON && state == statePending {
+			setHeader(resp, typeACK, ex.key.mid)
+			ex.reply = append([]byte(nil), resp...)
+		}
+		ex.state = stateDone
+	})
+	e.counts.code(resp[1])
+	switch {
+	case ex.typ == typeNON:
+		setHeader(resp, typeNON, e.nextMID())
+		e.send(resp, ex.key.addr)
+	case state == statePending:
+		e.send(resp, ex.key.addr)
+	case state == stateAcked:
+		mid := e.nextMID()
+		setHeader(resp, typeCON, mid)
+		e.sendConfirmable(ex.key.addr, mid, resp, 0)
+	}
+}
+
+// hasObserve reports whether an encoded message carries an Observe option.
+func hasObserve(b []byte) bool {
+	var m message.Message
+	m.Options = make(message.Options, 0, maxOptions)
+	if err := decode(b, &m); err != nil {
+		return false
+	}
+	return hasOption(m.Options, optObserve)
+}
