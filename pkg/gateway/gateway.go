@@ -138,6 +138,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		Str("admin", g.AdminAddr()).Msg("gateway serving")
 	select {
 	case <-ctx.Done():
+	case <-members.Done():
+		err = fmt.Errorf("gateway: left the cluster: %w", members.Err())
 	case err = <-errs:
 		if err != nil {
 			g.log.Error().Err(err).Msg("gateway: server stopped")

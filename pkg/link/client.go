@@ -97,6 +97,9 @@ func NewClient(o ClientOptions) (*Client, error) {
 	g, err := gnet.NewClient(&clientEvents{c: c},
 		gnet.WithMulticore(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		// NOTE: the client sends no pings, so a worker that stops reading
+		// without closing shows only as request timeouts until TCP
+		// keepalive ends the connection.
 		gnet.WithTCPKeepAlive(15*time.Second),
 		gnet.WithLogger(newGnetLogger(c.log)))
 	if err != nil {
@@ -112,7 +115,9 @@ func NewClient(o ClientOptions) (*Client, error) {
 
 // Send sends the request f to the worker at workerAddr and arranges for cb to
 // receive the response. It sets f.Type to TypeRequest and f.Corr to a fresh
-// correlation id, which is also the observation id when f has FlagObserve.
+// correlation id, unless f has FlagObserve and a non-zero Corr: then Corr is
+// the caller's observation id, which the caller keeps unique, for example
+// by setting its top bit (the counter never reaches it).
 // f is encoded before Send returns, so the caller may reuse its buffers.
 // When Send returns an error, cb is not called.
 func (c *Client) Send(workerAddr string, f *Frame, cb Callback) error {
@@ -124,7 +129,9 @@ func (c *Client) Send(workerAddr string, f *Frame, cb Callback) error {
 		return err
 	}
 	f.Type = TypeRequest
-	f.Corr = c.corr.Add(1)
+	if f.Flags&FlagObserve == 0 || f.Corr == 0 {
+		f.Corr = c.corr.Add(1)
+	}
 	return cc.request(f, cb)
 }
 

@@ -30,7 +30,7 @@ type handlerFunc func(p Peer, f *Frame)
 
 func (h handlerFunc) ServeFrame(p Peer, f *Frame) { h(p, f) }
 
-// echo answers each request with its key and body.
+// echo responds to each request with its key and body.
 var echo = handlerFunc(func(p Peer, f *Frame) {
 	if f.Type != TypeRequest {
 		return
@@ -280,8 +280,8 @@ func TestSlowHandlerDoesNotDelayOthers(t *testing.T) {
 	}
 }
 
-// parkUntilClosed never answers: it holds each request until the gateway's
-// connection closes.
+// parkUntilClosed sends no response. It holds each request until the
+// gateway's connection closes.
 var parkUntilClosed = handlerFunc(func(p Peer, f *Frame) { <-p.Done() })
 
 func TestServerStopFailsPendingFast(t *testing.T) {
@@ -415,7 +415,7 @@ func TestServerQueueFullAnswersOverloaded(t *testing.T) {
 		results = append(results, sendAsync(t, c, s.Addr(), &Frame{Proto: ProtoDiameter, Shard: 5}))
 	}
 	// The first request occupies the only pool goroutine and the second the
-	// only queue slot, so the other eight are answered overloaded at once.
+	// only queue slot, so the other eight get an overloaded response at once.
 	for i, ch := range results[2:] {
 		r := await(t, ch, 5*time.Second)
 		if r.err != nil {
@@ -655,4 +655,37 @@ func BenchmarkRoundTrip(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkPipelined keeps 256 requests in flight on one connection, so
+// frames coalesce into shared writes as they do under load.
+func BenchmarkPipelined(b *testing.B) {
+	const window = 256
+	s := startServer(b, ServerOptions{Handler: echo, QueueLen: window})
+	c := newTestClient(b, ClientOptions{MaxInFlight: window})
+	addr := s.Addr()
+
+	slots := make(chan struct{}, window)
+	var failed atomic.Int64
+	cb := func(resp *Frame, err error) {
+		if err != nil || resp.Status != StatusOK {
+			failed.Add(1)
+		}
+		<-slots
+	}
+	f := Frame{Proto: ProtoCoAP, Key: []byte("dev-1"), Body: coapObserveGET}
+
+	b.ReportAllocs()
+	for b.Loop() {
+		slots <- struct{}{}
+		if err := c.Send(addr, &f, cb); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for range window {
+		slots <- struct{}{}
+	}
+	if n := failed.Load(); n != 0 {
+		b.Fatalf("%d requests failed", n)
+	}
 }

@@ -71,8 +71,8 @@ type Membership struct {
 // Start creates the Serf member, starts its event loop and, when
 // cfg.Join is not empty, a background loop that retries the join with
 // exponential backoff until one succeeds, so processes may start in any
-// order. ctx bounds the Advertise lookup and the join loop; it does not
-// shut the member down. Call Leave or Shutdown to stop it.
+// order. ctx bounds the Advertise lookup and the join loop, but ending it
+// does not shut the member down. Call Leave or Shutdown to stop it.
 func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -108,10 +108,13 @@ func Start(ctx context.Context, cfg Config) (*Membership, error) {
 	}
 
 	sc := m.serfConfig(bind, advertise)
+	// NOTE: when serf.Create fails after it set up its query handler, for
+	// example because the port is in use, Serf v0.11.0 leaves that
+	// handler's goroutine running.
 	m.serf, err = serf.Create(sc)
 	if err != nil {
-		return nil, fmt.Errorf("membership: start member %q on %s:%d: %w",
-			cfg.Name, bind.host, bind.port, err)
+		return nil, fmt.Errorf("membership: start member %q on %s: %w",
+			cfg.Name, net.JoinHostPort(bind.host, strconv.Itoa(bind.port)), err)
 	}
 	m.logStart()
 
@@ -255,7 +258,9 @@ func (m *Membership) Leave(timeout time.Duration) error {
 
 // Shutdown stops the member without announcing a departure, so peers
 // detect it as failed. It waits for the goroutines Start began, so it must
-// not be called from Config.OnChange. It is safe to call more than once.
+// not be called from Config.OnChange, and a join attempt in progress can
+// hold it for up to memberlist's TCP timeout (10 s with the LAN profile).
+// It is safe to call more than once.
 func (m *Membership) Shutdown() error {
 	m.mu.Lock()
 	m.closing = true

@@ -109,6 +109,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info().Str("link", w.linkAddr).Str("admin", w.AdminAddr()).Msg("worker serving")
 	select {
 	case <-ctx.Done():
+	case <-members.Done():
+		err = fmt.Errorf("worker: left the cluster: %w", members.Err())
 	case err = <-errs:
 	}
 	w.drain()
