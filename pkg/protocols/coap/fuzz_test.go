@@ -12,8 +12,9 @@ import (
 	"github.com/shardgate/shardgate/pkg/metrics"
 )
 
-// fuzzSeeds are real messages: libcoap 4.3.1 coap-client requests captured on
-// loopback, the RFC 7252 ping, and the malformed cases above.
+// fuzzSeeds are hand-built requests of the kinds devices send (GET, POST,
+// an Observe registration, a Block1 upload), the RFC 7252 ping, and the
+// malformed cases of the endpoint tests.
 func fuzzSeeds(f *testing.F) {
 	for _, s := range []string{
 		"40017b2fb164036b657906737461746573",                                    // CON GET /d/key/state
@@ -51,7 +52,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 // FuzzHandle feeds datagrams through the whole endpoint path with a
-// forwarder that answers at once. Replies go to a loopback port nobody
+// forwarder that replies at once. Replies go to a loopback port nobody
 // reads.
 func FuzzHandle(f *testing.F) {
 	fuzzSeeds(f)
