@@ -11,6 +11,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,12 @@ func New(addr string, logger zerolog.Logger) *Server {
 		ErrorHandling: promhttp.ContinueOnError,
 		Registry:      s.registry,
 	}))
+	// Go's profiler, for finding where a busy node spends its time. A
+	// CPU profile must be shorter than writeTimeout.
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return s
 }
 

@@ -52,7 +52,7 @@ func New(cfg config.Gateway, log zerolog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.ring = r
-	g.link, err = link.NewClient(link.ClientOptions{Logger: log, OnNotify: g.onNotify})
+	g.link, err = link.NewClient(link.ClientOptions{Logger: log, OnNotify: g.onNotify, AfterRead: g.afterLinkRead})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start link client: %w", err)
 	}
@@ -61,7 +61,7 @@ func New(cfg config.Gateway, log zerolog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.coap, err = coap.New(coap.Options{Addr: cfg.CoAPAddr, Key: key, Forwarder: g.fwd, Metrics: g.metrics, Logger: log})
+	g.coap, err = coap.New(coap.Options{Addr: cfg.CoAPAddr, Key: key, Forwarder: g.fwd, Metrics: g.metrics, Logger: log, BatchResponses: true})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -238,6 +238,15 @@ func (g *Gateway) updateRingMetrics() {
 	g.metrics.RingShards.Reset()
 	for name, n := range counts {
 		g.metrics.RingShards.WithLabelValues(name).Set(float64(n))
+	}
+}
+
+// afterLinkRead sends the CoAP responses that one link read delivered. Link
+// reads start only after New has set g.coap, since connections open on the
+// first forwarded request.
+func (g *Gateway) afterLinkRead() {
+	if g.coap != nil {
+		g.coap.FlushResponses()
 	}
 }
 

@@ -29,6 +29,10 @@ type ClientOptions struct {
 	// OnNotify receives notify frames. It runs on an event loop, so it must
 	// not block, and f is valid only during the call.
 	OnNotify func(workerAddr string, f *Frame)
+	// AfterRead, if set, runs on the event loop after the callbacks and
+	// notifications of one read from a worker, so a caller can flush what
+	// they queued as one batch. It must not block.
+	AfterRead func()
 	// DialTimeout bounds one connection attempt, 1 s by default.
 	DialTimeout time.Duration
 	// RequestTimeout fails a request with ErrTimeout when no response

@@ -42,7 +42,11 @@ func (e *clientEvents) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close
 	}
-	if err := readFrames(c, cc); err != nil {
+	err := readFrames(c, cc)
+	if after := e.c.opts.AfterRead; after != nil {
+		after()
+	}
+	if err != nil {
 		e.c.log.Error().Err(err).Str("worker", cc.addr).
 			Msg("closing link connection after a protocol error")
 		return gnet.Close

@@ -214,7 +214,8 @@ func waitForWorkers(t *testing.T, adminPort, want int) {
 	var last cluster
 	var lastErr error
 	for time.Now().Before(deadline) {
-		last, lastErr = cluster{}, fetchJSON(url, &last)
+		last = cluster{}
+		lastErr = fetchJSON(url, &last)
 		if lastErr == nil && last.activeWorkers() == want && len(last.Ring.Workers) == want {
 			return
 		}

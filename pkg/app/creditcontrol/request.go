@@ -83,7 +83,18 @@ func (r *request) addMSCC(group []byte) {
 
 // addUnits adds the units in a service-unit group to u and reports whether
 // the group carried CC-Time.
+// CC-Total-Octets wins over CC-Input-Octets plus CC-Output-Octets when a
+// client sends all three.
 func addUnits(u *Units, group []byte) (hasTime bool) {
+	var total, inOut uint64
+	var hasTotal bool
+	defer func() {
+		if hasTotal {
+			u.Octets += total
+		} else {
+			u.Octets += inOut
+		}
+	}()
 	it := dia.NewAVPIter(group)
 	var a dia.AVP
 	for it.Next(&a) {
@@ -91,9 +102,13 @@ func addUnits(u *Units, group []byte) (hasTime bool) {
 			continue
 		}
 		switch a.Code {
-		case dia.AVPCCTotalOctets, dia.AVPCCInputOctets, dia.AVPCCOutputOctets:
+		case dia.AVPCCTotalOctets:
 			if v, ok := dia.Uint64(a.Data); ok {
-				u.Octets += v
+				total, hasTotal = total+v, true
+			}
+		case dia.AVPCCInputOctets, dia.AVPCCOutputOctets:
+			if v, ok := dia.Uint64(a.Data); ok {
+				inOut += v
 			}
 		case dia.AVPCCTime:
 			if v, ok := dia.Uint32(a.Data); ok {

@@ -146,7 +146,7 @@ func (e *Endpoint) serveCachedBlock(c *call, sc *scratch) bool {
 		e.answer(c.ex, sc, codeBadOption, nil, []byte("Block2 number past the end of the body"))
 		return true
 	}
-	e.deliver(c.ex, resp)
+	e.deliver(c.ex, resp, sc.batch)
 	return true
 }
 

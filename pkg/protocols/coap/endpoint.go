@@ -74,6 +74,11 @@ type Options struct {
 	MaxExchanges int
 	// Readers is the number of goroutines reading the socket. Default GOMAXPROCS.
 	Readers int
+	// BatchResponses queues worker responses delivered by Forward's done
+	// callbacks until FlushResponses, which the caller must then call after
+	// each burst of callbacks (the gateway does after each link read).
+	// When false, each response is sent at once.
+	BatchResponses bool
 	// AckTimeout is the initial retransmission timeout of the CON messages
 	// the gateway sends (separate responses, notifications). Default 2 s.
 	AckTimeout time.Duration
@@ -112,7 +117,14 @@ type Endpoint struct {
 	opts Options
 	log  zerolog.Logger
 	conn *net.UDPConn
+	sock *batchSocket
 	mid  atomic.Uint32
+
+	// linkMu guards linkOut, the batch of responses delivered by link
+	// callbacks, which FlushResponses sends. Lock order: linkMu, then an
+	// exchange shard's lock.
+	linkMu  sync.Mutex
+	linkOut *outBatch
 
 	exchanges *exchangeCache
 	out       *outbound
@@ -161,8 +173,24 @@ func (e *Endpoint) Listen() error {
 	// kernel caps them at net.core.rmem_max / wmem_max.
 	_ = conn.SetReadBuffer(4 << 20)
 	_ = conn.SetWriteBuffer(4 << 20)
-	e.conn = conn
+	sock, err := newBatchSocket(conn)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	e.conn, e.sock = conn, sock
+	e.linkOut = newOutBatch(sock, e.countSendErrors)
 	return nil
+}
+
+func (e *Endpoint) countSendErrors(n int) { e.counts.sendErrors.Add(float64(n)) }
+
+// FlushResponses sends the worker responses delivered since the last flush.
+// The gateway calls it after each read from a worker's link connection.
+func (e *Endpoint) FlushResponses() {
+	e.linkMu.Lock()
+	e.linkOut.flush()
+	e.linkMu.Unlock()
 }
 
 // Addr returns the bound address; valid after Listen.
@@ -211,13 +239,16 @@ type scratch struct {
 	msg message.Message
 	key []byte
 	out []byte
+	// batch collects the replies to one read batch; nil sends at once.
+	batch *outBatch
 }
 
 func (e *Endpoint) read() error {
-	buf := make([]byte, 64<<10)
-	sc := &scratch{msg: message.Message{Options: make(message.Options, 0, maxOptions)}, key: make([]byte, 0, 64), out: make([]byte, 0, 2048)}
+	rb := newReadBatch()
+	sc := &scratch{msg: message.Message{Options: make(message.Options, 0, maxOptions)},
+		key: make([]byte, 0, 64), out: make([]byte, 0, 2048), batch: newOutBatch(e.sock, e.countSendErrors)}
 	for {
-		n, from, err := e.conn.ReadFromUDPAddrPort(buf)
+		n, err := e.sock.read(rb)
 		if err != nil {
 			select {
 			case <-e.stop:
@@ -230,15 +261,32 @@ func (e *Endpoint) read() error {
 			e.log.Error().Err(err).Msg("coap: read failed")
 			continue
 		}
-		e.handle(buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), sc)
+		for i := 0; i < n; i++ {
+			b, from, ok := rb.datagram(i)
+			if !ok {
+				e.counts.malformed.Inc()
+				continue
+			}
+			e.handle(b, from, sc)
+		}
+		sc.batch.flush()
 	}
 }
 
-// send writes one datagram; failures are counted, not logged per packet.
+// send writes one datagram now; failures are counted, not logged per packet.
 func (e *Endpoint) send(b []byte, to netip.AddrPort) {
 	if _, err := e.conn.WriteToUDPAddrPort(b, to); err != nil {
 		e.counts.sendErrors.Inc()
 	}
+}
+
+// reply queues b on out when there is one, else sends it now.
+func (e *Endpoint) reply(out *outBatch, b []byte, to netip.AddrPort) {
+	if out == nil {
+		e.send(b, to)
+		return
+	}
+	out.add(b, to)
 }
 
 func (e *Endpoint) nextMID() uint16 { return uint16(e.mid.Add(1)) }
@@ -257,7 +305,7 @@ func (e *Endpoint) handle(b []byte, from netip.AddrPort, sc *scratch) {
 	if err := decode(b, m); err != nil {
 		e.counts.malformed.Inc()
 		if typ == typeCON {
-			e.send(empty(sc.out, typeRST, mid), from)
+			e.reply(sc.batch, empty(sc.out, typeRST, mid), from)
 		}
 		return
 	}
@@ -277,7 +325,7 @@ func (e *Endpoint) handle(b []byte, from netip.AddrPort, sc *scratch) {
 		if typ == typeCON {
 			// An Empty CON is a ping: answer RST (RFC 7252 §4.3).
 			e.counts.ping.Inc()
-			e.send(empty(sc.out, typeRST, mid), from)
+			e.reply(sc.batch, empty(sc.out, typeRST, mid), from)
 			return
 		}
 		e.counts.dropped.Inc()
@@ -287,7 +335,7 @@ func (e *Endpoint) handle(b []byte, from netip.AddrPort, sc *scratch) {
 		// A response the gateway did not ask for: reject (RFC 7252 §4.2, §4.3).
 		e.counts.dropped.Inc()
 		if typ == typeCON {
-			e.send(empty(sc.out, typeRST, mid), from)
+			e.reply(sc.batch, empty(sc.out, typeRST, mid), from)
 		}
 		return
 	}

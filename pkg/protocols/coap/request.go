@@ -112,9 +112,9 @@ func (e *Endpoint) duplicate(ex *exchange, sc *scratch) {
 	})
 	switch {
 	case reply != nil:
-		e.send(reply, ex.key.addr)
+		e.reply(sc.batch, reply, ex.key.addr)
 	case sendAck:
-		e.send(empty(sc.out, typeACK, ex.key.mid), ex.key.addr)
+		e.reply(sc.batch, empty(sc.out, typeACK, ex.key.mid), ex.key.addr)
 	}
 }
 
@@ -189,7 +189,7 @@ func (e *Endpoint) withoutOptions(sc *scratch, m *message.Message, payload []byt
 // exchange.
 func (e *Endpoint) answer(ex *exchange, sc *scratch, code codes.Code, opts message.Options, payload []byte) {
 	resp := appendMessage(nil, typeACK, code, 0, sc.msg.Token, opts, payload)
-	e.deliver(ex, resp)
+	e.deliver(ex, resp, sc.batch)
 }
 
 // done receives the worker's response.
@@ -205,7 +205,7 @@ func (c *call) done(resp []byte, err error) {
 	}
 	if len(resp) < headerLen || int(resp[0]&0xF) != len(c.token) || len(resp) < headerLen+len(c.token) {
 		e.counts.badGateway.Inc()
-		e.deliver(c.ex, appendMessage(nil, typeACK, codes.BadGateway, 0, c.token, nil, nil))
+		e.deliver(c.ex, appendMessage(nil, typeACK, codes.BadGateway, 0, c.token, nil, nil), nil)
 		return
 	}
 	if c.obs != nil && !hasObserve(resp) {
@@ -218,7 +218,15 @@ func (c *call) done(resp []byte, err error) {
 			resp = out
 		}
 	}
-	e.deliver(c.ex, resp)
+	// done runs on a link event loop; FlushResponses sends the batch when
+	// the loop has handled everything it read.
+	if !e.opts.BatchResponses {
+		e.deliver(c.ex, resp, nil)
+		return
+	}
+	e.linkMu.Lock()
+	e.deliver(c.ex, resp, e.linkOut)
+	e.linkMu.Unlock()
 }
 
 // fail answers a request the worker could not serve.
@@ -247,13 +255,14 @@ func (c *call) fail(err error) {
 		// Max-Age on 5.03 tells the device when to retry (RFC 7252 §5.9.3.4).
 		opts = message.Options{{ID: optMaxAge, Value: []byte{1}}}
 	}
-	e.deliver(c.ex, appendMessage(nil, typeACK, code, 0, c.token, opts, nil))
+	e.deliver(c.ex, appendMessage(nil, typeACK, code, 0, c.token, opts, nil), nil)
 }
 
 // deliver sends resp, an encoded response, as the exchange requires:
 // piggybacked in the ACK, as a separate CON after an Empty ACK, or as a NON
-// (RFC 7252 §5.2). resp may be reused after deliver returns.
-func (e *Endpoint) deliver(ex *exchange, resp []byte) {
+// (RFC 7252 §5.2). A piggybacked or NON response goes into out when it is
+// not nil. resp may be reused after deliver returns.
+func (e *Endpoint) deliver(ex *exchange, resp []byte, out *outBatch) {
 	var state uint8
 	e.exchanges.with(ex, func(ex *exchange) {
 		state = ex.state
@@ -267,9 +276,9 @@ func (e *Endpoint) deliver(ex *exchange, resp []byte) {
 	switch {
 	case ex.typ == typeNON:
 		setHeader(resp, typeNON, e.nextMID())
-		e.send(resp, ex.key.addr)
+		e.reply(out, resp, ex.key.addr)
 	case state == statePending:
-		e.send(resp, ex.key.addr)
+		e.reply(out, resp, ex.key.addr)
 	case state == stateAcked:
 		mid := e.nextMID()
 		setHeader(resp, typeCON, mid)

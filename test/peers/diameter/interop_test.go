@@ -144,7 +144,7 @@ func TestFreeDiameterBenchmark(t *testing.T) {
 		t.Fatalf("freeDiameter never reached STATE_OPEN; log:\n%s", res.Log)
 	}
 	t.Logf("benchmark: %d sent, %d answers, %d errors in 3 s", res.Sent, res.Received, res.Errors)
-	if res.Received == 0 || res.Errors != 0 || len(res.LogErrors) > 0 {
+	if res.Received == 0 || res.Received != res.Sent || res.Errors != 0 || len(res.LogErrors) > 0 {
 		t.Errorf("benchmark: %d answers, %d errors, log errors %v", res.Received, res.Errors, res.LogErrors)
 		t.Logf("freeDiameter log tail:\n%s", tail(res.Log, 3000))
 	}

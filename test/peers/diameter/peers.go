@@ -138,7 +138,7 @@ var (
 	reDWA     = regexp.MustCompile(`RCV from .*0/280 `)
 	reDPA     = regexp.MustCompile(`RCV from .*0/282 `)
 	reFDError = regexp.MustCompile(`PARSING ERROR|ROUTING ERROR|DROPPED`)
-	reSent    = regexp.MustCompile(`(\d+) message\(s\) sent`)
+	reSent    = regexp.MustCompile(`(\d+) message(?:s|\(s\)) sent`)
 	reErrs    = regexp.MustCompile(`(\d+) error\(s\) received`)
 	reRecv    = regexp.MustCompile(`(\d+) answer\(s\) received`)
 )
@@ -171,8 +171,11 @@ func RunFreeDiameter(ctx context.Context, o FDOptions) (*FDResult, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start freeDiameterd: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{}) // closed when freeDiameterd has exited
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	defer func() {
 		select {
 		case <-exited:

@@ -1,0 +1,186 @@
+//go:build linux
+
+package coap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// batchSocket moves many datagrams per system call with recvmmsg and
+// sendmmsg through the socket's RawConn, so waiting still goes through Go's
+// network poller. Each reader owns one batchSocket's receive side; the
+// send side keeps per-call state on the caller's stack and is safe for
+// concurrent use.
+type batchSocket struct {
+	conn *net.UDPConn
+	rc   syscall.RawConn
+	// v6 is true for an AF_INET6 socket, which needs IPv4 peers as
+	// IPv4-mapped IPv6 addresses.
+	v6 bool
+}
+
+func newBatchSocket(conn *net.UDPConn) (*batchSocket, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("coap: raw socket: %w", err)
+	}
+	local, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return nil, errors.New("coap: socket is not UDP")
+	}
+	// A socket bound to a specific IPv4 address is AF_INET; one bound to
+	// the unspecified address or an IPv6 address is AF_INET6.
+	v6 := local.IP.To4() == nil || local.IP.IsUnspecified()
+	var sa unix.Sockaddr
+	var ctlErr error
+	if err := rc.Control(func(fd uintptr) { sa, ctlErr = unix.Getsockname(int(fd)) }); err != nil {
+		return nil, fmt.Errorf("coap: raw socket: %w", err)
+	}
+	if ctlErr == nil {
+		_, v6 = sa.(*unix.SockaddrInet6)
+	}
+	return &batchSocket{conn: conn, rc: rc, v6: v6}, nil
+}
+
+// readBatch is one reader's receive buffers.
+type readBatch struct {
+	hdrs  [batchSize]unix.Mmsghdr
+	iovs  [batchSize]unix.Iovec
+	names [batchSize]unix.RawSockaddrInet6
+	bufs  [batchSize][slotSize]byte
+}
+
+func newReadBatch() *readBatch {
+	r := &readBatch{}
+	for i := range r.hdrs {
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.hdrs[i].Hdr.Iov = &r.iovs[i]
+		r.hdrs[i].Hdr.SetIovlen(1)
+		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+	return r
+}
+
+// read fills r with up to batchSize datagrams, blocking until one arrives,
+// and returns how many it got.
+func (s *batchSocket) read(r *readBatch) (int, error) {
+	for i := range r.hdrs {
+		r.iovs[i].SetLen(slotSize)
+		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		r.hdrs[i].Hdr.Flags = 0
+		r.hdrs[i].Len = 0
+	}
+	var n int
+	var errno syscall.Errno
+	err := s.rc.Read(func(fd uintptr) bool {
+		r0, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
+			batchSize, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		n, errno = int(r0), e
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		return 0, fmt.Errorf("coap: recvmmsg: %w", errno)
+	}
+	return n, nil
+}
+
+// datagram returns message i of the last read and its source. ok is false
+// for a datagram truncated to slotSize.
+func (r *readBatch) datagram(i int) (b []byte, from netip.AddrPort, ok bool) {
+	h := &r.hdrs[i]
+	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		return nil, netip.AddrPort{}, false
+	}
+	return r.bufs[i][:h.Len], sockaddrToAddrPort(&r.names[i]), true
+}
+
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	// The port is in network byte order in both address families.
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+	if sa.Family == unix.AF_INET {
+		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), port)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+}
+
+func (s *batchSocket) fillSockaddr(sa *unix.RawSockaddrInet6, to netip.AddrPort) uint32 {
+	*sa = unix.RawSockaddrInet6{}
+	addr := to.Addr()
+	if !s.v6 {
+		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		in4.Family = unix.AF_INET
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in4.Port))[:], to.Port())
+		in4.Addr = addr.Unmap().As4()
+		return unix.SizeofSockaddrInet4
+	}
+	sa.Family = unix.AF_INET6
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], to.Port())
+	sa.Addr = addr.As16()
+	return unix.SizeofSockaddrInet6
+}
+
+// sendState holds the sendmmsg headers of one outBatch, kept off the stack
+// because the kernel reads them through pointers.
+type sendState struct {
+	hdrs  [batchSize]unix.Mmsghdr
+	iovs  [batchSize]unix.Iovec
+	names [batchSize]unix.RawSockaddrInet6
+}
+
+// writeBatch sends each bufs[i] to to[i] and returns how many datagrams
+// could not be sent.
+func (s *batchSocket) writeBatch(st *sendState, bufs [][]byte, to []netip.AddrPort) int {
+	hdrs, iovs, names := &st.hdrs, &st.iovs, &st.names
+	n := len(bufs)
+	for i := 0; i < n; i++ {
+		if len(bufs[i]) > 0 {
+			iovs[i].Base = &bufs[i][0]
+		}
+		iovs[i].SetLen(len(bufs[i]))
+		hdrs[i].Hdr.Iov = &iovs[i]
+		hdrs[i].Hdr.SetIovlen(1)
+		hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&names[i]))
+		hdrs[i].Hdr.Namelen = s.fillSockaddr(&names[i], to[i])
+	}
+	failed := 0
+	for sent := 0; sent < n; {
+		var r int
+		var errno syscall.Errno
+		err := s.rc.Write(func(fd uintptr) bool {
+			r0, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[sent])),
+				uintptr(n-sent), unix.MSG_DONTWAIT, 0, 0)
+			if e == unix.EAGAIN || e == unix.EINTR {
+				return false
+			}
+			r, errno = int(r0), e
+			return true
+		})
+		if err != nil {
+			return failed + n - sent
+		}
+		if errno != 0 || r == 0 {
+			// The first datagram of the rest was refused (for example
+			// EHOSTUNREACH): skip it and send the others.
+			failed++
+			sent++
+			continue
+		}
+		sent += r
+	}
+	return failed
+}
