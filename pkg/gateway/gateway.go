@@ -7,8 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"sync"
 	"time"
 
@@ -256,6 +254,3 @@ func (g *Gateway) onNotify(_ string, f *link.Frame) {
 		g.coap.Notify(f.Corr&^observeBit, f.Body)
 	}
 }
-
-// hostPort joins a host and port for logs and JSON.
-func hostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }

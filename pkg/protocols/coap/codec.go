@@ -161,9 +161,8 @@ func setHeader(b []byte, typ uint8, mid uint16) {
 	binary.BigEndian.PutUint16(b[2:], mid)
 }
 
-// codeString returns "c.dd" for a CoAP code, without allocating.
-func codeString(c codes.Code) string { return codeNames[uint8(c)] }
-
+// codeNames holds "c.dd" for every CoAP code, so labelling a metric by code
+// does not format a string.
 var codeNames = func() (t [256]string) {
 	for i := range t {
 		t[i] = fmt.Sprintf("%d.%02d", i>>5, i&31)

@@ -160,15 +160,3 @@ func (c *exchangeCache) overdue(cutoff time.Time, fn func(ex *exchange)) {
 		s.mu.Unlock()
 	}
 }
-
-// len returns the number of remembered exchanges.
-func (c *exchangeCache) len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
-}
