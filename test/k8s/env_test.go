@@ -34,11 +34,13 @@ var downwardAPI = map[string]string{
 	"POD_IP":        "10.1.2.3",
 }
 
-// workload is the part of a StatefulSet or Deployment that this test reads.
+// workload is the part of a rendered object, and of a StatefulSet or
+// Deployment in particular, that this test reads.
 type workload struct {
 	Kind     string `json:"kind"`
 	Metadata struct {
-		Name string `json:"name"`
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
 	} `json:"metadata"`
 	Spec struct {
 		Template struct {
@@ -69,7 +71,7 @@ type envVar struct {
 	} `json:"valueFrom"`
 }
 
-func TestOverlayEnvMatchesConfig(t *testing.T) {
+func TestOverlaysMatchConfig(t *testing.T) {
 	kubectl := findKubectl(t)
 	for _, overlay := range overlays {
 		t.Run(overlay, func(t *testing.T) {
@@ -79,11 +81,22 @@ func TestOverlayEnvMatchesConfig(t *testing.T) {
 				t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderrOf(err))
 			}
 			roles := map[string]int{}
+			namespaces := map[string]bool{}
 			for _, doc := range yamlToJSON(t, out) {
 				var w workload
 				if err := json.Unmarshal(doc, &w); err != nil {
 					t.Fatalf("decode rendered object: %v", err)
 				}
+				if w.Kind == "Namespace" {
+					namespaces[w.Metadata.Name] = true
+					continue
+				}
+				// Every object of an overlay is namespaced and belongs in the
+				// overlay's own Namespace, not in whatever namespace kubectl uses.
+				if w.Metadata.Namespace == "" {
+					t.Errorf("%s %s has no namespace", w.Kind, w.Metadata.Name)
+				}
+				namespaces[w.Metadata.Namespace] = true
 				if w.Kind != "StatefulSet" && w.Kind != "Deployment" {
 					continue
 				}
@@ -98,6 +111,9 @@ func TestOverlayEnvMatchesConfig(t *testing.T) {
 			}
 			if roles[config.RoleGateway] != 1 || roles[config.RoleWorker] != 1 {
 				t.Errorf("containers per role = %v, want one gateway and one worker", roles)
+			}
+			if len(namespaces) != 1 {
+				t.Errorf("objects span namespaces %v, want one Namespace object holding them all", namespaces)
 			}
 		})
 	}

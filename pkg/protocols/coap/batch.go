@@ -24,8 +24,8 @@ type outBatch struct {
 	sock  *batchSocket
 	state sendState
 	n     int
-	bufs [batchSize][]byte
-	to   [batchSize]netip.AddrPort
+	bufs  [batchSize][]byte
+	to    [batchSize]netip.AddrPort
 	// errs counts datagrams the kernel refused.
 	errs func(n int)
 }

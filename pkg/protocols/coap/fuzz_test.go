@@ -17,9 +17,9 @@ import (
 // malformed cases of the endpoint tests.
 func fuzzSeeds(f *testing.F) {
 	for _, s := range []string{
-		"40017b2fb164036b657906737461746573",                                    // CON GET /d/key/state
-		"5002a1b2b164036465763109746500656c656d65747279ff3231",                  // NON POST /d/dev1/telemetry "21"
-		"4101c1c1aa60b164046f627307737461746573",                                // CON GET Observe=0 token aa
+		"40017b2fb164036b657906737461746573",                                     // CON GET /d/key/state
+		"5002a1b2b164036465763109746500656c656d65747279ff3231",                   // NON POST /d/dev1/telemetry "21"
+		"4101c1c1aa60b164046f627307737461746573",                                 // CON GET Observe=0 token aa
 		"40034c4db164036f627306636f6e666967d10a0affffffffffffffffffffffffffffff", // PUT Block1
 		"40001234", // ping
 		"60001234", // Empty ACK
@@ -110,4 +110,3 @@ func hexString(b []byte) string {
 	}
 	return string(out)
 }
-
