@@ -33,6 +33,9 @@ image: build ## build the FROM-scratch image $(IMAGE)
 k8s-validate: ## dry-run the Kubernetes overlays against a real API server
 	bash deploy/k8s/validate.sh
 
+compose-test: image ## run the 2-gateway compose cluster under Docker and scale it
+	SHARDGATE_COMPOSE_TEST=1 $(GO) test -count=1 -v -timeout 10m ./test/compose/
+
 bench: build ## run the side-by-side benchmark, results in bench/RESULTS.md
 	bash bench/run.sh
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -78,6 +79,13 @@ type cluster struct {
 	gwSerf   string
 	workers  []*proc
 	gateway  *proc
+
+	// wrap, when set, prefixes every process command line, such as
+	// "ip netns exec NAME" to run the cluster in a network namespace.
+	wrap []string
+	// client, when set, sends the admin HTTP requests, for admin addresses
+	// the test process cannot reach directly.
+	client *http.Client
 }
 
 func (c *cluster) start(p *proc, bin string, args ...string) {
@@ -88,6 +96,10 @@ func (c *cluster) start(p *proc, bin string, args ...string) {
 		c.t.Fatal(err)
 	}
 	p.cmd = exec.Command(filepath.Join(binDir, bin), args...)
+	if len(c.wrap) > 0 {
+		argv := append(slices.Clone(c.wrap[1:]), p.cmd.Path)
+		p.cmd = exec.Command(c.wrap[0], append(argv, args...)...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -116,7 +128,15 @@ func tail(b []byte, n int) []byte {
 // ring has all n workers.
 func startCluster(t *testing.T, n int, gatewayArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, coap: addr(freePort(t)), diameter: addr(freePort(t)), admin: addr(freePort(t)), gwSerf: addr(freePort(t))}
+	return startClusterWrapped(t, nil, nil, n, gatewayArgs...)
+}
+
+// startClusterWrapped is startCluster with every command line prefixed by
+// wrap and the admin requests sent through client (nil: a plain client).
+func startClusterWrapped(t *testing.T, wrap []string, client *http.Client, n int, gatewayArgs ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, coap: addr(freePort(t)), diameter: addr(freePort(t)), admin: addr(freePort(t)), gwSerf: addr(freePort(t)),
+		wrap: wrap, client: client}
 	c.gateway = &proc{name: "gateway-1", admin: c.admin, serf: c.gwSerf}
 	args := append([]string{"--name", "gateway-1", "--coap-addr", c.coap, "--diameter-addr", c.diameter,
 		"--serf-addr", c.gwSerf, "--admin-addr", c.admin, "--serf-profile", "local", "--log-level", "debug"}, gatewayArgs...)
@@ -154,7 +174,7 @@ func (c *cluster) waitWorkers(n int) clusterView {
 	var v clusterView
 	ok := poll(15*time.Second, func() bool {
 		v = clusterView{}
-		if getJSON("http://"+c.admin+"/debug/cluster", &v) != nil {
+		if c.getJSON("http://"+c.admin+"/debug/cluster", &v) != nil {
 			return false
 		}
 		return len(v.Ring.Workers) == n
@@ -174,14 +194,25 @@ type owner struct {
 func (c *cluster) owner(key string) owner {
 	c.t.Helper()
 	var o owner
-	if err := getJSON("http://"+c.admin+"/debug/owner?key="+key, &o); err != nil {
+	if err := c.getJSON("http://"+c.admin+"/debug/owner?key="+key, &o); err != nil {
 		c.t.Fatalf("/debug/owner?key=%s: %v", key, err)
 	}
 	return o
 }
 
+// getJSON is the package getJSON through c.client when it is set.
+func (c *cluster) getJSON(url string, v any) error {
+	if c.client == nil {
+		return getJSON(url, v)
+	}
+	return getJSONWith(c.client, url, v)
+}
+
 func getJSON(url string, v any) error {
-	client := http.Client{Timeout: 2 * time.Second}
+	return getJSONWith(&http.Client{Timeout: 2 * time.Second}, url, v)
+}
+
+func getJSONWith(client *http.Client, url string, v any) error {
 	resp, err := client.Get(url)
 	if err != nil {
 		return err

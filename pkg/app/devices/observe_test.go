@@ -93,15 +93,20 @@ func TestObserveNotifications(t *testing.T) {
 
 func TestObserveUnknownDevice(t *testing.T) {
 	a := newTestApp(t, Options{})
-	resp := registerState(t, a, "a", newFakeObserver())
-	if resp.Code != codes.NotFound {
-		t.Errorf("code = %v, want %v", resp.Code, codes.NotFound)
+	obs := newFakeObserver()
+	resp := registerState(t, a, "a", obs)
+	if resp.Code != codes.Content {
+		t.Errorf("code = %v, want %v with the empty state", resp.Code, codes.Content)
 	}
-	if resp.Options.HasOption(message.Observe) {
-		t.Errorf("4.04 response carries Observe")
+	if !resp.Options.HasOption(message.Observe) {
+		t.Errorf("registration response lacks Observe")
 	}
-	if n := a.observers.count("a"); n != 0 {
-		t.Errorf("%d observers kept for an unknown device, want 0", n)
+	if n := a.observers.count("a"); n != 1 {
+		t.Errorf("%d observers kept for a device with no state yet, want 1", n)
+	}
+	postTelemetry(t, a, "a", "first")
+	if n := len(obs.messages()); n != 1 {
+		t.Errorf("got %d notifications after the first telemetry, want 1", n)
 	}
 }
 

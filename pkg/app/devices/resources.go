@@ -152,10 +152,12 @@ func (a *App) getState(r *request, key, id string, obs app.Observer) *response {
 		}
 	}
 	d, ok := a.store.Get(key)
-	if !ok {
-		a.dropObserver(key, o)
+	if !ok && o == nil {
 		return r.diagnostic(codes.NotFound, fmt.Sprintf("device %q has sent nothing yet", id))
 	}
+	// An observer of a device with no state yet (one that registers before
+	// its first telemetry, or one the gateway moved here after a scaling
+	// event) gets the empty state and is notified from the next change.
 	body, err := stateBody(id, &d, a.worker)
 	if err != nil {
 		a.dropObserver(key, o)
