@@ -106,9 +106,10 @@ func localSerfConfig() *serf.Config {
 	c.ReconnectInterval = time.Second
 	c.ReconnectTimeout = 10 * time.Second
 	c.TombstoneTimeout = 10 * time.Second
-	// One gossip round spreads a leave on loopback, so Leave need not
-	// wait the default second, and a lost broadcast fails fast.
-	c.LeavePropagateDelay = 100 * time.Millisecond
+	// A leave needs a few 50 ms gossip rounds to spread. Half a second
+	// covers them on a loaded test machine, where 100 ms was seen to let
+	// the member shut down first and be marked failed instead of left.
+	c.LeavePropagateDelay = 500 * time.Millisecond
 	c.BroadcastTimeout = 2 * time.Second
 	return c
 }
