@@ -206,6 +206,19 @@ func (e *Endpoint) Notify(id uint64, msg []byte) {
 	}
 }
 
+// abandonObservation ends an observation that no worker holds any more and
+// tells the device with a final 5.03 notification, so that it registers
+// again (RFC 7641 §3.2: a non-2.xx notification ends the observation).
+func (e *Endpoint) abandonObservation(o *observation) {
+	if e.observes.remove(o.id) == nil {
+		return
+	}
+	e.counts.observeEnd.Inc()
+	opts := message.Options{{ID: optMaxAge, Value: []byte{1}}}
+	msg := appendMessage(nil, typeNON, codeUnavailable, e.nextMID(), []byte(o.token), opts, nil)
+	e.send(msg, o.from)
+}
+
 // Reroute registers again every observation whose key now belongs to
 // another worker, so notifications keep coming after a scaling event.
 // ownerOf returns the current owner's link address for a key.
@@ -218,7 +231,7 @@ func (e *Endpoint) Reroute(ownerOf func(key []byte) string) {
 		id := o.id
 		worker, err := e.opts.Forwarder.Forward(o.key, o.req, id, func(resp []byte, err error) {
 			if err != nil || !hasObserve(resp) {
-				e.endObservation(id, false)
+				e.abandonObservation(o)
 			}
 		})
 		if err != nil {
