@@ -66,10 +66,12 @@ func TestDiameterFreeDiameterCluster(t *testing.T) {
 	// Test-Requests, then idle until freeDiameter's Tw of 6 s brings a DWR.
 	requests := opts
 	requests.Requests, requests.WaitDWA = 3, true
+	start := time.Now()
 	res, err := peers.RunFreeDiameter(context.Background(), requests)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("freeDiameter Test-Request run took %v", time.Since(start).Round(time.Millisecond))
 	if !res.Opened {
 		t.Fatalf("freeDiameter never reached STATE_OPEN with %s; log:\n%s", gatewayHost, tail([]byte(res.Log), 3000))
 	}

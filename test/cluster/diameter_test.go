@@ -41,14 +41,14 @@ const (
 // Protocol numbers, written out here rather than taken from the product so
 // that the tests check it against the RFCs.
 const (
-	appCreditControl = 4   // RFC 4006 §1.3
-	cmdCreditControl = 272 // RFC 4006 §3.1
+	appCreditControl = 4   // Diameter Credit-Control Application (RFC 4006)
+	cmdCreditControl = 272 // Credit-Control-Request/Answer (RFC 4006 §3.1)
 
 	ccrInitial   = 1 // CC-Request-Type values (RFC 4006 §8.3)
 	ccrUpdate    = 2
 	ccrTerminate = 3
 
-	resultSuccess                = 2001 // Result-Code values (RFC 6733 §7.1, RFC 4006 §9)
+	resultSuccess                = 2001 // Result-Code values (RFC 6733 §7.1, RFC 4006)
 	resultUnableToDeliver        = 3002
 	resultApplicationUnsupported = 3007
 	resultAVPUnsupported         = 5001
@@ -176,14 +176,14 @@ func newCCR(hbh uint32, sessionID string, typ, number uint32) *diam.Message {
 	return m
 }
 
-// octets is a service-unit group holding CC-Total-Octets (RFC 4006 §8.18).
+// octets is a service-unit group holding CC-Total-Octets (RFC 4006).
 func octets(n uint64) *diam.GroupedAVP {
 	return &diam.GroupedAVP{AVP: []*diam.AVP{diam.NewAVP(avp.CCTotalOctets, avp.Mbit, 0, datatype.Unsigned64(n))}}
 }
 
 // checkCCA returns what is wrong with ans as the answer to req: the
-// identifiers, the R bit, Session-Id as the first AVP (RFC 6733 §8.8), the
-// gateway's Origin-Host and the Result-Code.
+// identifiers, the R bit, Session-Id as the first AVP (its fixed place in the
+// CCA, RFC 4006 §3.2), the gateway's Origin-Host and the Result-Code.
 func checkCCA(req, ans *diam.Message, want uint32) error {
 	var errs []error
 	if h, r := ans.Header, req.Header; h.HopByHopID != r.HopByHopID || h.EndToEndID != r.EndToEndID {
@@ -208,7 +208,8 @@ func checkCCA(req, ans *diam.Message, want uint32) error {
 
 func avpString(a *diam.AVP) string { return string(a.Data.Serialize()) }
 
-// findString returns the first top-level AVP code of m as a string, or "".
+// findString returns the data of the first top-level AVP with code in m as
+// a string, or "" when there is none.
 func findString(m *diam.Message, code uint32) string {
 	a, err := m.FindAVP(code, 0)
 	if err != nil {
@@ -217,7 +218,8 @@ func findString(m *diam.Message, code uint32) string {
 	return avpString(a)
 }
 
-// findUint32 returns the first top-level AVP code of m as an Unsigned32, or 0.
+// findUint32 returns the data of the first top-level AVP with code in m as
+// an Unsigned32, or 0 when there is none.
 func findUint32(m *diam.Message, code uint32) uint32 {
 	a, err := m.FindAVP(code, 0)
 	if err != nil {
@@ -358,7 +360,9 @@ func needPeers(t *testing.T, tools ...string) string {
 }
 
 // openedSessions returns, for each credit-control session a worker logged as
-// opened (a debug message), the worker's name.
+// opened, the worker's name.
+// NOTE: it matches pkg/app/creditcontrol's debug message text exactly, so a
+// reworded message makes TestDiameterErlangClient fail on the session count.
 func openedSessions(t *testing.T, c *cluster) map[string]string {
 	t.Helper()
 	opened := map[string]string{}
@@ -408,7 +412,8 @@ func TestDiameterErlangClient(t *testing.T) {
 		t.Errorf("no DPR/DPA at the end:\n%s", res.Output)
 	}
 
-	// The Erlang client makes its own Session-Ids; the workers' logs name them.
+	// The Erlang client makes its own Session-Ids, so they are read from the
+	// workers' logs.
 	opened := openedSessions(t, c)
 	if len(opened) != sessions {
 		t.Fatalf("workers logged %d opened sessions, want %d: %v", len(opened), sessions, opened)
@@ -719,8 +724,8 @@ func rawCCRInitial(sessionID string) [][]byte {
 	}
 }
 
-// Requests with one error each that the gateway answers itself, keeping the
-// connection (RFC 6733 §7.1.5, §7.1.3, §8.8).
+// Requests with one error each, which the gateway answers itself while
+// keeping the connection open.
 var malformedRequests = []struct {
 	name     string
 	cmd, app uint32
@@ -749,7 +754,8 @@ var malformedRequests = []struct {
 		want: resultMissingAVP, failed: avp.SessionID,
 	},
 	{
-		// An AA-Request of NASREQ (RFC 7155 §3.1), which the gateway does not serve.
+		// An AA-Request (command 265) of NASREQ (application 1), which the
+		// gateway does not serve.
 		name: "unknown application", cmd: 265, app: 1,
 		avps: func(sid string) [][]byte {
 			return [][]byte{
@@ -773,8 +779,10 @@ var malformedHeaders = []struct{ name, hex string }{
 	{"Message Length 16 MiB", "01fffffc" + "c0000110" + "00000004" + "00000093" + "00000093"},
 }
 
-// checkRawAnswer returns what is wrong with ans as the gateway's error answer
-// to a request with hbh, sessionID (may be empty) and the expectations of tc.
+// checkRawAnswer returns what is wrong with ans as the gateway's answer to a
+// request with cmd, app and hbh: the header, Session-Id first unless
+// sessionID is empty, the Result-Code, the gateway's Origin-Host and, unless
+// failed is 0, that AVP inside Failed-AVP.
 func checkRawAnswer(ans rawMessage, cmd, app, hbh uint32, sessionID string, want, failed uint32) error {
 	var errs []error
 	if ans.cmd != cmd || ans.app != app || ans.hbh != hbh || ans.e2e != hbh {

@@ -200,7 +200,8 @@ func (c *cluster) owner(key string) owner {
 	return o
 }
 
-// getJSON is the package getJSON through c.client when it is set.
+// getJSON fetches url into v through c.client when it is set, and as the
+// package getJSON does otherwise.
 func (c *cluster) getJSON(url string, v any) error {
 	if c.client == nil {
 		return getJSON(url, v)
