@@ -10,10 +10,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/shardgate/shardgate/internal/procs"
 	"github.com/shardgate/shardgate/internal/version"
 	"github.com/shardgate/shardgate/pkg/config"
-	"github.com/shardgate/shardgate/pkg/worker"
 	"github.com/shardgate/shardgate/pkg/logging"
+	"github.com/shardgate/shardgate/pkg/worker"
 )
 
 func main() {
@@ -34,8 +35,12 @@ func run(args []string) int {
 		return 2
 	}
 	log := logging.New(cfg.LogFormat, cfg.LogLevel, os.Stderr).With().Str("node", cfg.Name).Logger()
-	log.Info().Str("version", version.Version).Interface("config", cfg).Msg("worker starting")
+	maxprocs := procs.Raise()
+	log.Info().Str("version", version.Version).Int("gomaxprocs", maxprocs).Interface("config", cfg).Msg("worker starting")
 
+	for _, name := range config.UnknownEnv(config.RoleWorker, os.Environ()) {
+		log.Warn().Str("variable", name).Msg("ignoring an environment variable that no flag reads; check its spelling")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	w, err := worker.New(cfg, log)

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -162,6 +164,10 @@ func gatewayFlags(out io.Writer) (*flag.FlagSet, *Gateway) {
 	fs.StringVar(&g.DiameterKey, "diameter-key", "Session-Id", "AVP whose value is the Diameter session key, for example Session-Id or User-Name")
 	fs.Func("diameter-peers", "comma-separated Origin-Hosts allowed to connect; empty allows every peer", func(s string) error {
 		g.DiameterPeers = splitList(s)
+		if strings.TrimSpace(s) != "" && len(g.DiameterPeers) == 0 {
+			// A list of only commas would silently allow every peer.
+			return fmt.Errorf("no Origin-Host in %q", s)
+		}
 		return nil
 	})
 	return fs, g
@@ -313,5 +319,24 @@ func checkJoin(entry string) error {
 	if host == "" || strings.ContainsAny(host, "/ ") {
 		return fmt.Errorf("invalid --join entry %q: want host:port or a DNS name", entry)
 	}
+	if strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("invalid --join entry %q: write an IPv6 address as [addr]:port", entry)
+		}
+	}
 	return nil
+}
+
+// UnknownEnv returns the SHARDGATE_ variables in environ (KEY=value
+// entries) that the binary of role does not read, such as misspelt ones.
+func UnknownEnv(role string, environ []string) []string {
+	known := EnvVars(role)
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix) && !slices.Contains(known, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	return unknown
 }

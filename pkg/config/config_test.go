@@ -117,3 +117,22 @@ func TestParseCoAPKey(t *testing.T) {
 		t.Error("source:x accepted")
 	}
 }
+
+func TestListFlagsRejectEmptyLists(t *testing.T) {
+	if _, err := ParseGateway([]string{"--diameter-peers", ",,,"}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "diameter-peers") {
+		t.Errorf("--diameter-peers ,,, gave %v, want an error naming the flag", err)
+	}
+	if _, err := ParseGateway([]string{"--join", "::::"}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "--join") {
+		t.Errorf("--join :::: gave %v, want an error naming the flag", err)
+	}
+	if _, err := ParseGateway([]string{"--join", "[::1]:7946,gw-0.gw"}, env(nil), io.Discard); err != nil {
+		t.Errorf("--join with a bracketed IPv6 address: %v", err)
+	}
+}
+
+func TestUnknownEnv(t *testing.T) {
+	got := UnknownEnv(RoleWorker, []string{"SHARDGATE_LINK_ADDR=:1", "SHARDGATE_LINKADDR=:2", "HOME=/root", "SHARDGATE_COAP_ADDR=:3"})
+	if !slices.Equal(got, []string{"SHARDGATE_LINKADDR", "SHARDGATE_COAP_ADDR"}) {
+		t.Errorf("UnknownEnv = %v, want the misspelt and the gateway-only variable", got)
+	}
+}

@@ -30,6 +30,9 @@ var (
 
 // Forward implements coap.Forwarder.
 func (f *forwarder) Forward(key, msg []byte, observe uint64, done func([]byte, error)) (string, error) {
+	if len(key) > link.MaxKey {
+		return "", fmt.Errorf("%w: %d bytes, the maximum is %d", coap.ErrBadKey, len(key), link.MaxKey)
+	}
 	shard, owner, ok := f.ring.Lookup(key)
 	if !ok {
 		return "", coap.ErrNoOwner

@@ -14,6 +14,11 @@ import (
 // RFC 7641 §4.1 allows for a server that cannot add an observer.
 const maxObserversPerDevice = 64
 
+// maxObservers bounds the observations of all devices on one worker, so
+// registrations cannot grow its memory without limit; past it a
+// registration also gets a plain response.
+const maxObservers = 1 << 17
+
 // observer is one observation of a device's state resource.
 type observer struct {
 	obs app.Observer
@@ -89,6 +94,8 @@ type registry struct {
 	mu sync.RWMutex
 	// byKey maps a store key to its observers; no entry is empty.
 	byKey map[string][]*observer
+	// total counts the observers in byKey.
+	total int
 }
 
 func newRegistry() *registry {
@@ -101,10 +108,11 @@ func (r *registry) add(key string, o *observer) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	list := r.byKey[key]
-	if len(list) >= maxObserversPerDevice {
+	if len(list) >= maxObserversPerDevice || r.total >= maxObservers {
 		return false
 	}
 	r.byKey[key] = append(list, o)
+	r.total++
 	return true
 }
 
@@ -121,6 +129,7 @@ func (r *registry) remove(key string, o *observer) {
 		copy(list[i:], list[i+1:])
 		list[last] = nil // so the dropped observer can be collected
 		list = list[:last]
+		r.total--
 		break
 	}
 	if len(list) == 0 {
@@ -154,6 +163,7 @@ func (r *registry) prune() {
 				kept = append(kept, o)
 			}
 		}
+		r.total -= len(list) - len(kept)
 		clear(list[len(kept):])
 		if len(kept) == 0 {
 			delete(r.byKey, key)

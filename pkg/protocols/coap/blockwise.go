@@ -16,6 +16,9 @@ import (
 const (
 	// maxTransfers bounds concurrent Block1 uploads and cached Block2 bodies.
 	maxTransfers = 4096
+	// maxUploadsPerPeer bounds one device endpoint's concurrent uploads, so
+	// that one source cannot take every upload slot.
+	maxUploadsPerPeer = 8
 	// blockLifetime is how long an idle transfer or cached body is kept.
 	blockLifetime = 60 * time.Second
 )
@@ -66,6 +69,24 @@ func (s *blockStore) sweep(now time.Time) {
 	}
 }
 
+// roomFor reports whether from may start another upload, after dropping
+// idle ones when the store is full. s.mu must be held.
+func (s *blockStore) roomFor(from netip.AddrPort, now time.Time) bool {
+	if len(s.uploads) >= maxTransfers {
+		s.sweep(now)
+		if len(s.uploads) >= maxTransfers {
+			return false
+		}
+	}
+	n := 0
+	for k := range s.uploads {
+		if k.addr == from {
+			n++
+		}
+	}
+	return n < maxUploadsPerPeer
+}
+
 // block1 takes one Block1 block. It returns the whole body and true on the
 // last block; otherwise it has answered the device itself.
 func (e *Endpoint) block1(ex *exchange, c *call, b block, sc *scratch) ([]byte, bool) {
@@ -84,13 +105,12 @@ func (e *Endpoint) block1(ex *exchange, c *call, b block, sc *scratch) ([]byte, 
 	s.mu.Lock()
 	u := s.uploads[k]
 	if b.num == 0 {
-		if u == nil && len(s.uploads) >= maxTransfers {
-			s.sweep(now)
-			if len(s.uploads) >= maxTransfers {
-				s.mu.Unlock()
-				e.answer(ex, sc, codeUnavailable, nil, []byte("too many block-wise uploads"))
-				return nil, false
-			}
+		if u == nil && !s.roomFor(c.from, now) {
+			s.mu.Unlock()
+			e.counts.uploadsFull.Inc()
+			e.answer(ex, sc, codeUnavailable, message.Options{{ID: optMaxAge, Value: []byte{5}}},
+				[]byte("too many block-wise uploads"))
+			return nil, false
 		}
 		u = &upload{szx: b.szx}
 		s.uploads[k] = u
@@ -160,7 +180,7 @@ func (e *Endpoint) blockResponse(c *call, resp []byte) ([]byte, bool) {
 		return nil, false
 	}
 	size := e.opts.BlockSize
-	if c.block2.szx != 0 || c.block2.num != 0 {
+	if c.wantBlock2 {
 		size = min(size, c.block2.size())
 	}
 	opts := m.Options
@@ -193,7 +213,7 @@ func (e *Endpoint) blockResponse(c *call, resp []byte) ([]byte, bool) {
 // slice encodes block c.block2.num of payload with Block2 and Size2 options.
 func (e *Endpoint) slice(c *call, code codes.Code, opts message.Options, payload []byte) ([]byte, bool) {
 	b := c.block2
-	if b.szx == 0 && b.num == 0 {
+	if !c.wantBlock2 {
 		b.szx = szxFor(e.opts.BlockSize)
 	}
 	size := b.size()

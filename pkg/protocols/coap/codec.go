@@ -60,8 +60,8 @@ const (
 
 // maxOptions bounds the options decoded from one datagram. go-coap's decoder
 // fails with ErrOptionsTooSmall past the slice capacity, which the endpoint
-// treats as a format error.
-const maxOptions = 32
+// answers with 4.00 because the message itself is well formed.
+const maxOptions = 64
 
 // Response codes the gateway sends itself.
 var (
@@ -102,9 +102,11 @@ func decode(b []byte, m *message.Message) error {
 // isRequest reports whether code is a method code 0.01-0.31.
 func isRequest(c codes.Code) bool { return c != codes.Empty && uint8(c)>>5 == 0 }
 
-// unknownCritical returns the first critical option (odd number) that the
-// gateway does not implement, or 0 (RFC 7252 §5.4.1).
-func unknownCritical(opts message.Options) message.OptionID {
+// badCritical returns the first critical option (odd number) that the
+// gateway does not implement or whose value length is out of its range, and
+// a reason for the diagnostic payload (RFC 7252 §5.4.1, §5.4.3). It returns
+// 0 when every critical option is acceptable.
+func badCritical(opts message.Options) (message.OptionID, string) {
 	for _, o := range opts {
 		if o.ID&1 == 0 {
 			continue
@@ -112,11 +114,15 @@ func unknownCritical(opts message.Options) message.OptionID {
 		switch o.ID {
 		case optIfMatch, optUriHost, optIfNoneMatch, optUriPort, optUriPath,
 			optUriQuery, optAccept, optBlock2, optBlock1, optProxyURI, optProxyScheme:
-			continue
+		default:
+			return o.ID, "unknown critical option "
 		}
-		return o.ID
+		def := message.CoapOptionDefs[o.ID]
+		if n := uint32(len(o.Value)); n < def.MinLen || n > def.MaxLen {
+			return o.ID, "invalid length of critical option "
+		}
 	}
-	return 0
+	return 0, ""
 }
 
 // hasOption reports whether opts contains id.

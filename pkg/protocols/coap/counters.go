@@ -13,7 +13,8 @@ type counters struct {
 	badOption, noOwner, overloaded, timeout, lost, badGateway prometheus.Counter
 	blockGap, blockCached, observe, observeEnd, observeMoved  prometheus.Counter
 	notify, notifyStale, emptyAck, retransmit, sendErrors     prometheus.Counter
-	evicted, outboundFull                                     prometheus.Counter
+	evicted, outboundFull, badKey, tooLarge, tooManyOptions   prometheus.Counter
+	observeFull, uploadsFull                                  prometheus.Counter
 	codes                                                     [256]prometheus.Counter
 }
 
@@ -31,6 +32,8 @@ func newCounters(m *metrics.Metrics) counters {
 		notify: p("notify"), notifyStale: p("notify_stale"), emptyAck: p("empty_ack"),
 		retransmit: p("retransmit"), sendErrors: p("send_error"),
 		evicted: p("exchange_evicted"), outboundFull: p("outbound_full"),
+		badKey: p("bad_key"), tooLarge: p("too_large"), tooManyOptions: p("too_many_options"),
+		observeFull: p("observe_full"), uploadsFull: p("block_uploads_full"),
 	}
 	for i := range c.codes {
 		if i>>5 >= 2 {

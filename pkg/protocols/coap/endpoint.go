@@ -40,6 +40,9 @@ var (
 	ErrNoOwner    = errors.New("no active worker owns the key")
 	ErrOverloaded = errors.New("worker overloaded")
 	ErrTimeout    = errors.New("worker did not answer in time")
+	// ErrBadKey rejects a session key that cannot be routed, such as one
+	// longer than the link carries; the device gets 4.00.
+	ErrBadKey = errors.New("invalid session key")
 )
 
 // Transmission parameters (RFC 7252 §4.8).
@@ -264,13 +267,38 @@ func (e *Endpoint) read() error {
 		for i := 0; i < n; i++ {
 			b, from, ok := rb.datagram(i)
 			if !ok {
-				e.counts.malformed.Inc()
+				e.tooLarge(b, from, sc)
 				continue
 			}
 			e.handle(b, from, sc)
 		}
 		sc.batch.flush()
 	}
+}
+
+// tooLarge answers a datagram longer than slotSize, of which b holds the
+// start: a CON request gets 4.13 with Size1 set to the block size, which
+// asks the device to send the body block-wise (RFC 7959 §2.9.3).
+func (e *Endpoint) tooLarge(b []byte, from netip.AddrPort, sc *scratch) {
+	e.counts.tooLarge.Inc()
+	if len(b) < headerLen || b[0]>>6 != 1 || b[0]>>4&3 != typeCON || b[1] == 0 || b[1]>>5 != 0 {
+		return
+	}
+	size1 := message.Options{{ID: optSize1, Value: uintValue(uint32(e.opts.BlockSize))}}
+	e.rejectRequest(b, from, sc, codeTooLarge, size1, nil)
+}
+
+// rejectRequest answers a CON request that could not be decoded in full,
+// echoing the Message ID and token from its header (RFC 7252 §3).
+func (e *Endpoint) rejectRequest(b []byte, from netip.AddrPort, sc *scratch, code codes.Code, opts message.Options, diag []byte) {
+	tkl := int(b[0] & 0xF)
+	if tkl > 8 || len(b) < headerLen+tkl {
+		e.reply(sc.batch, empty(sc.out, typeRST, uint16(b[2])<<8|uint16(b[3])), from)
+		return
+	}
+	e.counts.code(uint8(code))
+	resp := appendMessage(sc.out[:0], typeACK, code, uint16(b[2])<<8|uint16(b[3]), b[4:4+tkl], opts, diag)
+	e.reply(sc.batch, resp, from)
 }
 
 // send writes one datagram now; failures are counted, not logged per packet.
@@ -303,6 +331,12 @@ func (e *Endpoint) handle(b []byte, from netip.AddrPort, sc *scratch) {
 	m := &sc.msg
 	m.Options = m.Options[:0]
 	if err := decode(b, m); err != nil {
+		if errors.Is(err, message.ErrOptionsTooSmall) && typ == typeCON && b[1] != 0 && b[1]>>5 == 0 {
+			// Well formed but with more options than the gateway decodes.
+			e.counts.tooManyOptions.Inc()
+			e.rejectRequest(b, from, sc, codeBadRequest, nil, []byte("too many options"))
+			return
+		}
 		e.counts.malformed.Inc()
 		if typ == typeCON {
 			e.reply(sc.batch, empty(sc.out, typeRST, mid), from)

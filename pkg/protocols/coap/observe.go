@@ -26,6 +26,11 @@ type observation struct {
 	// guarded by observeTable.mu.
 	worker string
 	sent   atomic.Uint32
+	// seq is the last Observe value sent to the device. The gateway numbers
+	// notifications itself, so the sequence keeps rising when the
+	// observation moves to a worker that counts from its own start
+	// (RFC 7641 §3.4, §4.4: 24-bit values).
+	seq atomic.Uint32
 }
 
 type tokenKey struct {
@@ -33,33 +38,50 @@ type tokenKey struct {
 	token string
 }
 
+// Limits on registrations, so that they cannot grow the gateway's memory
+// without bound. Past either, a registration is forwarded as a plain GET
+// and the device gets a response without Observe (RFC 7641 §4.1).
+const (
+	maxObservations         = 1 << 16
+	maxObservationsPerPeer  = 64
+	maxObservedRequestBytes = 2048
+)
+
 // observeTable indexes registrations by id and by device token. It is safe
 // for concurrent use.
 type observeTable struct {
 	next atomic.Uint64
 	mu   sync.Mutex
-	// byID and byToken always hold the same registrations.
+	// byID and byToken always hold the same registrations; perPeer counts
+	// them by device endpoint.
 	byID    map[uint64]*observation
 	byToken map[tokenKey]*observation
+	perPeer map[netip.AddrPort]int
 }
 
 func newObserveTable() *observeTable {
-	return &observeTable{byID: make(map[uint64]*observation), byToken: make(map[tokenKey]*observation)}
+	return &observeTable{byID: make(map[uint64]*observation), byToken: make(map[tokenKey]*observation),
+		perPeer: make(map[netip.AddrPort]int)}
 }
 
 // add stores o, returning the registration it replaces (same device and
-// token, RFC 7641 §4.1), if any.
-func (t *observeTable) add(o *observation) *observation {
+// token, RFC 7641 §4.1), if any. ok is false when a limit is reached.
+func (t *observeTable) add(o *observation) (old *observation, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := tokenKey{o.from, o.token}
-	old := t.byToken[k]
+	old = t.byToken[k]
+	if old == nil && (len(t.byID) >= maxObservations || t.perPeer[o.from] >= maxObservationsPerPeer) {
+		return nil, false
+	}
 	if old != nil {
 		delete(t.byID, old.id)
+		t.perPeer[o.from]--
 	}
 	t.byID[o.id] = o
 	t.byToken[k] = o
-	return old
+	t.perPeer[o.from]++
+	return old, true
 }
 
 func (t *observeTable) get(id uint64) *observation {
@@ -85,6 +107,9 @@ func (t *observeTable) remove(id uint64) *observation {
 	delete(t.byID, id)
 	if k := (tokenKey{o.from, o.token}); t.byToken[k] == o {
 		delete(t.byToken, k)
+	}
+	if t.perPeer[o.from]--; t.perPeer[o.from] <= 0 {
+		delete(t.perPeer, o.from)
 	}
 	return o
 }
@@ -131,7 +156,7 @@ func (e *Endpoint) observeRequest(c *call, m *message.Message, key, fwd []byte) 
 		}
 		return 0
 	}
-	if v != 0 {
+	if v != 0 || len(fwd) > maxObservedRequestBytes {
 		return 0
 	}
 	o := &observation{
@@ -142,13 +167,41 @@ func (e *Endpoint) observeRequest(c *call, m *message.Message, key, fwd []byte) 
 		key:   append([]byte(nil), key...),
 		req:   append([]byte(nil), fwd...),
 	}
-	if old := e.observes.add(o); old != nil {
+	old, ok := e.observes.add(o)
+	if !ok {
+		e.counts.observeFull.Inc()
+		return 0
+	}
+	if old != nil {
 		e.opts.Forwarder.CancelObserve(e.observes.workerOf(old), old.key, old.id)
 	}
 	c.obs = o
 	c.uri = o.uri
 	e.counts.observe.Inc()
 	return o.id
+}
+
+// withObserve returns a copy of the encoded notification msg with its
+// Observe option set to seq.
+func withObserve(msg []byte, seq uint32) ([]byte, bool) {
+	var m message.Message
+	m.Options = make(message.Options, 0, maxOptions)
+	if err := decode(msg, &m); err != nil {
+		return nil, false
+	}
+	opts := replaceOptions(m.Options, []message.OptionID{optObserve},
+		message.Option{ID: optObserve, Value: uintValue(seq)})
+	return appendMessage(nil, uint8(m.Type), m.Code, uint16(m.MessageID), m.Token, opts, m.Payload), true
+}
+
+// observeValue returns the Observe option of an encoded message.
+func observeValue(b []byte) (uint32, bool) {
+	var m message.Message
+	m.Options = make(message.Options, 0, maxOptions)
+	if err := decode(b, &m); err != nil {
+		return 0, false
+	}
+	return uintOption(m.Options, optObserve)
 }
 
 // endObservation removes registration id; cancel also tells its worker.
@@ -180,7 +233,11 @@ func (e *Endpoint) Notify(id uint64, msg []byte) {
 		e.counts.badGateway.Inc()
 		return
 	}
-	out := append([]byte(nil), msg...)
+	out, ok := withObserve(msg, o.seq.Add(1)&0xFFFFFF)
+	if !ok {
+		e.counts.badGateway.Inc()
+		return
+	}
 	if len(out) > e.opts.BlockSize+64 {
 		c := &call{e: e, from: o.from, token: []byte(o.token), uri: o.uri}
 		if b, ok := e.blockResponse(c, out); ok {

@@ -22,8 +22,10 @@ type call struct {
 	token  []byte
 	uri    uint64
 	block1 *block // the final Block1 of an assembled body, echoed in the response
-	block2 block  // the Block2 the device asked for; szx 0 and num 0 when it did not
-	obs    *observation
+	block2 block  // the Block2 the device asked for, when wantBlock2 is set
+	// wantBlock2 is set when the request carried Block2.
+	wantBlock2 bool
+	obs        *observation
 }
 
 // request handles one decoded request datagram.
@@ -35,14 +37,14 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 		e.duplicate(ex, sc)
 		return
 	}
-	if id := unknownCritical(m.Options); id != 0 {
+	if id, reason := badCritical(m.Options); id != 0 {
 		e.counts.badOption.Inc()
 		if typ != typeCON {
 			// A NON with an unrecognised critical option is rejected by
 			// ignoring it (RFC 7252 §5.4.1, §4.3).
 			return
 		}
-		diag := []byte("unknown critical option " + strconv.Itoa(int(id)))
+		diag := []byte(reason + strconv.Itoa(int(id)))
 		e.answer(ex, sc, codeBadOption, nil, diag)
 		return
 	}
@@ -54,7 +56,7 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 	c := &call{e: e, ex: ex, from: from, start: now, token: append([]byte(nil), m.Token...)}
 	fwd := b
 	if v, ok := uintOption(m.Options, optBlock2); ok {
-		c.block2 = parseBlock(v)
+		c.block2, c.wantBlock2 = parseBlock(v), true
 		c.uri = uriHash(m)
 		if c.block2.szx == 7 {
 			e.answer(ex, sc, codeBadRequest, nil, []byte("Block2 SZX 7 is reserved"))
@@ -102,7 +104,10 @@ func (e *Endpoint) duplicate(ex *exchange, sc *scratch) {
 		}
 		switch ex.state {
 		case stateDone:
+			// A response that went separately is retransmitted on its
+			// own; the duplicate request only needs the Empty ACK again.
 			reply = ex.reply
+			sendAck = reply == nil
 		case statePending:
 			ex.state = stateAcked
 			sendAck = true
@@ -208,12 +213,16 @@ func (c *call) done(resp []byte, err error) {
 		e.deliver(c.ex, appendMessage(nil, typeACK, codes.BadGateway, 0, c.token, nil, nil), nil)
 		return
 	}
-	if c.obs != nil && !hasObserve(resp) {
-		// The worker did not add the observer; the response is a plain one
-		// (RFC 7641 §4.1).
-		e.observes.remove(c.obs.id)
+	if c.obs != nil {
+		if v, ok := observeValue(resp); ok {
+			c.obs.seq.Store(v)
+		} else {
+			// The worker did not add the observer; the response is a
+			// plain one (RFC 7641 §4.1).
+			e.observes.remove(c.obs.id)
+		}
 	}
-	if c.block1 != nil || c.block2.szx != 0 || c.block2.num != 0 || len(resp) > e.opts.BlockSize+64 {
+	if c.block1 != nil || c.wantBlock2 || len(resp) > e.opts.BlockSize+64 {
 		if out, ok := e.blockResponse(c, resp); ok {
 			resp = out
 		}
@@ -243,12 +252,29 @@ func (c *call) fail(err error) {
 	case errors.Is(err, ErrTimeout):
 		e.counts.timeout.Inc()
 		code = codeGatewayTimeout
-	default:
-		// The worker's connection failed: forget the exchange so that
-		// the device's retransmission is forwarded to the new owner.
-		e.counts.lost.Inc()
-		e.exchanges.forget(c.ex)
+	case errors.Is(err, ErrBadKey):
+		e.counts.badKey.Inc()
+		e.deliver(c.ex, appendMessage(nil, typeACK, codeBadRequest, 0, c.token, nil, []byte(err.Error())), nil)
 		return
+	default:
+		// The worker's connection failed. Unless the device already has
+		// an Empty ACK, forget the exchange so that its retransmission is
+		// forwarded to the new owner.
+		e.counts.lost.Inc()
+		acked := false
+		e.exchanges.with(c.ex, func(ex *exchange) {
+			acked = ex.state == stateAcked
+			if !acked {
+				ex.state = stateDone
+			}
+		})
+		if !acked {
+			e.exchanges.forget(c.ex)
+			return
+		}
+		// Acknowledged requests are not retransmitted, so the device
+		// must get an answer: 5.03 tells it to retry after Max-Age.
+		code = codeUnavailable
 	}
 	var opts message.Options
 	if code == codeUnavailable {

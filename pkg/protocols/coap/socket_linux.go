@@ -99,13 +99,15 @@ func (s *batchSocket) read(r *readBatch) (int, error) {
 }
 
 // datagram returns message i of the last read and its source. ok is false
-// for a datagram truncated to slotSize.
+// for a datagram longer than slotSize, and b then holds its first slotSize
+// bytes.
 func (r *readBatch) datagram(i int) (b []byte, from netip.AddrPort, ok bool) {
 	h := &r.hdrs[i]
+	from = sockaddrToAddrPort(&r.names[i])
 	if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
-		return nil, netip.AddrPort{}, false
+		return r.bufs[i][:], from, false
 	}
-	return r.bufs[i][:h.Len], sockaddrToAddrPort(&r.names[i]), true
+	return r.bufs[i][:h.Len], from, true
 }
 
 func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {

@@ -34,7 +34,7 @@ func (s *batchSocket) read(r *readBatch) (int, error) {
 
 func (r *readBatch) datagram(int) ([]byte, netip.AddrPort, bool) {
 	if r.n > slotSize {
-		return nil, netip.AddrPort{}, false
+		return r.buf[:slotSize], r.from, false
 	}
 	return r.buf[:r.n], r.from, true
 }
