@@ -7,7 +7,7 @@ IMAGE    ?= shardgate:dev
 RACE_PKGS := ./pkg/ring/... ./pkg/session/... ./pkg/link/... ./pkg/membership/... \
              ./pkg/protocols/... ./pkg/app/... ./pkg/gateway/... ./pkg/worker/...
 
-.PHONY: help build run test test-race fuzz image k8s-validate compose-test bench clean
+.PHONY: help build run test fuzz image k8s-validate compose-test bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ compose-test: image ## run the 2-gateway compose cluster under Docker and scale 
 
 bench: build ## run the side-by-side benchmark, results in bench/RESULTS.md
 	bash bench/run.sh
+
+bench-quick: build ## a short smoke run of the benchmark (report in its work folder)
+	bash bench/run.sh --quick
 
 clean: ## remove build output
 	rm -rf bin

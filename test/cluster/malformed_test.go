@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -67,6 +68,14 @@ func TestMalformedDatagramsAgainstGateway(t *testing.T) {
 			t.Errorf("%s: got %x, want silence", tc.name, got)
 		}
 	}
+	// A 1100-byte Uri-Path segment (the session key) exceeds the option's
+	// 255-byte maximum: 4.02 at once, not an Empty ACK and silence.
+	req := append([]byte{0x40, 0x02, 0x12, 0x34, 0xb1, 'd'}, longUriPath(strings.Repeat("k", 1100))...)
+	conn.Write(req)
+	if resp := read(3 * time.Second); len(resp) < 4 || resp[0]>>4 != 0x6 || resp[1] != 0x82 {
+		t.Errorf("POST with a 1100-byte key got %x, want ACK 4.02", resp)
+	}
+
 	// The gateway keeps serving: a CON GET to /.well-known/core.
 	get, _ := hex.DecodeString("4001beef" + "bb2e77656c6c2d6b6e6f776e" + "04636f7265")
 	conn.Write(get)
@@ -74,4 +83,14 @@ func TestMalformedDatagramsAgainstGateway(t *testing.T) {
 	if len(resp) < 4 || resp[0]>>4 != 0x6 || resp[1] != 0x45 {
 		t.Fatalf("after malformed input, GET /.well-known/core got %x, want ACK 2.05", resp)
 	}
+}
+
+// longUriPath encodes one Uri-Path option of 269 bytes or more, following
+// the Uri-Path "d" already in the message (option delta 0, 2-byte extended
+// length, RFC 7252 §3.1), then a payload.
+func longUriPath(seg string) []byte {
+	n := len(seg) - 269
+	b := []byte{0x0e, byte(n >> 8), byte(n)}
+	b = append(b, seg...)
+	return append(b, 0xff, '1')
 }
