@@ -28,6 +28,10 @@ var (
 	_ diameter.Forwarder = diameterForwarder{}
 )
 
+// The Diameter server rejects keys longer than the link carries; this fails
+// to compile if the two limits ever differ.
+const _ = uint(diameter.MaxKey-link.MaxKey) + uint(link.MaxKey-diameter.MaxKey)
+
 // Forward implements coap.Forwarder.
 func (f *forwarder) Forward(key, msg []byte, observe uint64, done func([]byte, error)) (string, error) {
 	if len(key) > link.MaxKey {

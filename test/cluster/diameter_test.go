@@ -544,13 +544,26 @@ const rawClientHost = "rawclient.peers.test"
 // dialRaw connects to addr and performs CER/CEA with rawCER.
 func dialRaw(t *testing.T, addr string) *rawPeer {
 	t.Helper()
+	return dialRawCER(t, addr, rawCER)
+}
+
+// rawCERAs is rawCER from "rawclienX.peers.test", with X = letter. The
+// gateway keeps one connection per Origin-Host (RFC 6733 §5.6), so
+// connections open at the same time need hosts of their own.
+func rawCERAs(letter byte) string {
+	return strings.Replace(rawCER, "6c69656e74", "6c69656e"+hex.EncodeToString([]byte{letter}), 1)
+}
+
+// dialRawCER connects to addr and performs CER/CEA with cerHex.
+func dialRawCER(t *testing.T, addr, cerHex string) *rawPeer {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	p := &rawPeer{t: t, conn: conn, r: bufio.NewReader(conn)}
-	cer, _ := hex.DecodeString(rawCER)
+	cer, _ := hex.DecodeString(cerHex)
 	cea := p.roundTrip(cer)
 	if cea.cmd != 257 || cea.flags&flagR != 0 || cea.resultCode() != resultSuccess {
 		t.Fatalf("CER: got command %d flags %#x Result-Code %d, want a CEA with 2001", cea.cmd, cea.flags, cea.resultCode())
@@ -917,8 +930,8 @@ func TestDiameterMalformedKeepsServing(t *testing.T) {
 		}
 	}
 
-	for _, tc := range malformedHeaders {
-		q := dialRaw(t, c.diameter)
+	for i, tc := range malformedHeaders {
+		q := dialRawCER(t, c.diameter, rawCERAs(byte('a'+i)))
 		b, _ := hex.DecodeString(tc.hex)
 		q.write(b)
 		if err := q.expectClosed(); err != nil {

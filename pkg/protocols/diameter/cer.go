@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -13,20 +14,51 @@ type capabilities struct {
 	apps        []uint32 // Auth- and Acct-Application-Ids, vendor-specific ones included
 }
 
-// parseCER reads the capabilities from a CER. On failure it returns the
-// Result-Code, an Error-Message and the Failed-AVP content to answer with.
-func parseCER(msg []byte) (c capabilities, result uint32, errMsg string, failed []byte) {
+// maxCER is the largest CER accepted, in bytes. A larger one closes the
+// connection before its body is read, which bounds the memory a connection
+// can take before the gateway accepts it. By estimate, a CER with two
+// 255-byte identities, 30 Supported-Vendor-Ids and 20
+// Vendor-Specific-Application-Id groups is about 2 KiB.
+const maxCER = 4096
+
+// maxIdentity is the longest DiameterIdentity, an FQDN (RFC 6733 §4.3.1).
+const maxIdentity = 255
+
+// cerReject is the CEA a CER gets when it is rejected: the Result-Code, an
+// Error-Message and the Failed-AVP content (nil for none).
+type cerReject struct {
+	result uint32
+	errMsg string
+	failed []byte
+}
+
+// parseCER reads the capabilities from a CER and checks them: AVP framing
+// (5014), AVPs with the M bit outside known (5001), Origin-Host and
+// Origin-Realm present (5005) and each a valid DiameterIdentity (5004). A
+// zero result means the CER passed.
+func parseCER(msg []byte, known map[uint64]struct{}) (capabilities, cerReject) {
+	var c capabilities
+	var hostAVP, realmAVP, unknown []byte
 	it := NewAVPIter(msg[HeaderLen:])
 	var a AVP
 	for it.Next(&a) {
+		if a.Flags&AVPFlagMandatory != 0 && unknown == nil {
+			if _, ok := known[avpKey(a.VendorID, a.Code)]; !ok {
+				unknown = a.Raw
+			}
+		}
 		if a.VendorID != 0 {
 			continue
 		}
 		switch a.Code {
 		case AVPOriginHost:
-			c.host = a.Data
+			if hostAVP == nil {
+				c.host, hostAVP = a.Data, a.Raw
+			}
 		case AVPOriginRealm:
-			c.realm = a.Data
+			if realmAVP == nil {
+				c.realm, realmAVP = a.Data, a.Raw
+			}
 		case AVPAuthApplicationID, AVPAcctApplicationID:
 			if id, ok := Uint32(a.Data); ok {
 				c.apps = append(c.apps, id)
@@ -36,15 +68,47 @@ func parseCER(msg []byte) (c capabilities, result uint32, errMsg string, failed 
 		}
 	}
 	if err := it.Err(); err != nil {
-		return c, ResultInvalidAVPLength, "invalid AVP length", failedHeader(nil, err.(*AVPError).Header)
+		return c, cerReject{ResultInvalidAVPLength, "invalid AVP length", failedHeader(nil, err.(*AVPError).Header)}
 	}
-	if len(c.host) == 0 {
-		return c, ResultMissingAVP, "missing Origin-Host", AppendAVP(nil, AVPOriginHost, AVPFlagMandatory, 0, nil)
+	if unknown != nil {
+		return c, cerReject{ResultAVPUnsupported, "AVP with the M bit not supported", unknown}
 	}
-	if len(c.realm) == 0 {
-		return c, ResultMissingAVP, "missing Origin-Realm", AppendAVP(nil, AVPOriginRealm, AVPFlagMandatory, 0, nil)
+	return c, checkIdentities(hostAVP, realmAVP, c)
+}
+
+// checkIdentities checks the Origin-Host and Origin-Realm of a CER, given
+// their raw AVPs (nil when absent).
+func checkIdentities(hostAVP, realmAVP []byte, c capabilities) cerReject {
+	switch {
+	case hostAVP == nil:
+		return cerReject{ResultMissingAVP, "missing Origin-Host", AppendAVP(nil, AVPOriginHost, AVPFlagMandatory, 0, nil)}
+	case realmAVP == nil:
+		return cerReject{ResultMissingAVP, "missing Origin-Realm", AppendAVP(nil, AVPOriginRealm, AVPFlagMandatory, 0, nil)}
+	case !validIdentity(c.host):
+		return cerReject{ResultInvalidAVPValue, "invalid Origin-Host: " + identityRule, hostAVP}
+	case !validIdentity(c.realm):
+		return cerReject{ResultInvalidAVPValue, "invalid Origin-Realm: " + identityRule, realmAVP}
 	}
-	return c, ResultSuccess, "", nil
+	return cerReject{}
+}
+
+// identityRule is the rule validIdentity enforces, worded for an Error-Message.
+const identityRule = "a DiameterIdentity is 1 to 255 printable ASCII characters without spaces"
+
+// validIdentity reports whether b can be a DiameterIdentity, which RFC 6733
+// §4.3.1 makes an FQDN in ASCII. The check accepts any printable ASCII but the
+// space, looser than the FQDN grammar, so that a peer using an underscore
+// still connects.
+func validIdentity(b []byte) bool {
+	if len(b) == 0 || len(b) > maxIdentity {
+		return false
+	}
+	for _, c := range b {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendVendorApps appends the application ids inside a
@@ -81,40 +145,70 @@ func commonApps(apps []uint32) []uint32 {
 }
 
 // handleCER performs the capabilities exchange and reports whether the
-// connection stays open.
+// connection stays open. A rejected CER gets its CEA, then the connection
+// closes.
 func (p *peer) handleCER(h Header, msg []byte) bool {
-	c, result, errMsg, failed := parseCER(msg)
-	var common []uint32
-	if result == ResultSuccess {
-		switch {
-		case len(p.s.allowed) > 0 && !p.s.allowed[string(c.host)]:
-			result, errMsg = ResultUnknownPeer, "Origin-Host not in the allowed peers"
-		default:
-			common = commonApps(c.apps)
-			if len(common) == 0 {
-				result, errMsg = ResultNoCommonApplication, "no common application: the gateway serves 4 and 16777215"
-			}
-		}
-	}
+	c, common, rej := p.checkCER(h, msg)
 
 	p.mu.Lock()
 	p.host, p.realm, p.apps = string(c.host), string(c.realm), common
 	p.log = p.log.With().Str("origin_host", p.host).Logger()
+	log := p.log
 	p.mu.Unlock()
 
-	cea := p.appendCEA(nil, h, result, errMsg, failed)
-	if result != ResultSuccess {
-		p.log.Warn().Uint32("result_code", result).Str("error", errMsg).Uints32("applications", c.apps).
+	if rej.result != 0 {
+		log.Warn().Uint32("result_code", rej.result).Str("error", rej.errMsg).Uints32("applications", c.apps).
 			Msg("diameter capabilities exchange rejected")
 		p.setState(stateClosing)
-		p.w.sendAndClose(cea)
+		p.w.sendAndClose(p.appendCEA(nil, h, rej.result, rej.errMsg, rej.failed))
 		return false
 	}
+	p.setLabel(p.s.labels.label(p.host))
 	_ = p.conn.SetReadDeadline(time.Time{})
-	p.w.send(cea)
+	p.w.send(p.appendCEA(nil, h, ResultSuccess, "", nil))
 	p.setState(stateOpen)
 	go p.watchdog()
 	return true
+}
+
+// checkCER runs the checks of a CER in the order of the answers they give:
+// header (5011, 3008), AVPs (5014, 5001, 5005, 5004), allowed peers (3010),
+// common applications (5010), and last the claim on the Origin-Host (4003), so
+// that only a CER that passes everything else takes the claim.
+func (p *peer) checkCER(h Header, msg []byte) (capabilities, []uint32, cerReject) {
+	if h.Version != Version {
+		return capabilities{}, nil, cerReject{ResultUnsupportedVersion,
+			"unsupported Diameter version: the gateway speaks version 1", nil}
+	}
+	if h.Flags&FlagError != 0 {
+		return capabilities{}, nil, cerReject{ResultInvalidHeaderBits, "E bit set in a request", nil}
+	}
+	c, rej := parseCER(msg, p.s.router.known)
+	if rej.result != 0 {
+		return c, nil, rej
+	}
+	if len(p.s.allowed) > 0 && !p.s.allowed[strings.ToLower(string(c.host))] {
+		return c, nil, cerReject{ResultUnknownPeer, "Origin-Host not in the allowed peers", nil}
+	}
+	common := commonApps(c.apps)
+	if len(common) == 0 {
+		return c, nil, cerReject{ResultNoCommonApplication,
+			"no common application: the gateway serves 4 and 16777215", nil}
+	}
+	// A CER from an Origin-Host that already has a connection is the event
+	// R-Conn-CER in state R-Open of RFC 6733 §5.6, whose action R-Reject
+	// closes the new connection and keeps the open one. The election of
+	// §5.6.4 does not apply: it picks between the connection a node initiated
+	// and the one it accepted, and the gateway never initiates. The CEA before
+	// the close tells the peer why. 4003 DIAMETER_ELECTION_LOST is a transient
+	// failure, so the peer may retry once the old connection is gone. Erlang/OTP's
+	// diameter application sends 4003 in this case too, whereas 5012 would call
+	// the failure permanent.
+	if !p.s.claimHost(string(c.host), p) {
+		return c, nil, cerReject{ResultElectionLost,
+			"Origin-Host already has an open connection to the gateway", nil}
+	}
+	return c, common, cerReject{}
 }
 
 // appendCEA builds the CEA in the order of RFC 6733 §5.3.2. The E bit is set

@@ -71,6 +71,7 @@ const (
 	ResultApplicationUnsupported = 3007
 	ResultInvalidHeaderBits      = 3008
 	ResultUnknownPeer            = 3010
+	ResultElectionLost           = 4003
 	ResultAVPUnsupported         = 5001
 	ResultUnknownSessionID       = 5002
 	ResultInvalidAVPValue        = 5004

@@ -40,6 +40,7 @@ func resolveKeyAVP(name string) (code, vendor uint32, err error) {
 			return a.Code, a.VendorID, nil
 		}
 	}
-	return 0, 0, fmt.Errorf("diameter: unknown key AVP %q: use an AVP name from the base or "+
-		"credit-control dictionary, such as Session-Id or User-Name", name)
+	// The message names the gateway's flag, which passes it through as is.
+	return 0, 0, fmt.Errorf("invalid --diameter-key %q: unknown AVP name; use an AVP from the base or "+
+		"credit-control dictionary, for example Session-Id or User-Name", name)
 }

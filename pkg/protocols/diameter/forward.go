@@ -10,8 +10,7 @@ import (
 // answer is written whenever the worker returns, so reads go on meanwhile.
 func (p *peer) handleRequest(h Header, msg []byte) {
 	p.requests.Add(1)
-	host := p.originHost()
-	p.s.metrics.requests.WithLabelValues(host, appLabel(h.AppID)).Inc()
+	p.s.metrics.requested(p.peerLabel(), h.AppID)
 
 	if ok, result := served(h.AppID, h.CommandCode); !ok {
 		p.answerError(h, sessionIDOf(msg), result, "command or application not supported", nil)
@@ -55,7 +54,7 @@ func (p *peer) complete(h Header, sessionID []byte, start time.Time, answer []by
 		return
 	}
 	p.w.send(out)
-	p.s.metrics.answered(p.originHost(), h.AppID, result)
+	p.s.metrics.answered(p.peerLabel(), h.AppID, result)
 }
 
 func (p *peer) forwardFailed(h Header, sessionID []byte, err error) {

@@ -7,14 +7,17 @@ import (
 	"testing"
 )
 
-// fuzzSeeds are real messages: the golden CCR and DWA, and the malformed
-// cases of the unit tests.
+// fuzzSeeds are real messages: the golden CCR and DWA, the malformed cases
+// of the unit tests, and a CER whose Origin-Host is ff fe c0.
 func fuzzSeeds(f *testing.F) {
 	for _, s := range []string{
 		goldenCCR, goldenDWA,
 		"01 000010 80 000118 00000000 00000001 00000001",
 		`01 000024 80 000110 00000004 00000001 00000001 00000107 40 000040 73317373 73737373`,
 		`01 000020 80 000110 00000004 00000001 00000001 000003e8 c0 00000a 000028af`,
+		`01 000060 80 000101 00000000 00000001 00000001 00000108 40 00000b fffec0 00
+		00000128 40 00000c 74657374 00000101 40 00000e 0001 7f000001 0000
+		0000010a 40 00000c 00000000 0000010d 00 000009 78 000000 00000102 40 00000c 00000004`,
 	} {
 		f.Add(unhex(f, s))
 	}
@@ -76,7 +79,9 @@ func FuzzAVPWalk(f *testing.F) {
 		if v.result == 0 && v.key == nil {
 			t.Fatal("inspect passed a request without a key")
 		}
-		_, _, _, _ = parseCER(msg)
+		if c, rej := parseCER(msg, r.known); rej.result == 0 && (!validIdentity(c.host) || !validIdentity(c.realm)) {
+			t.Fatalf("parseCER passed Origin-Host %q, Origin-Realm %q", c.host, c.realm)
+		}
 
 		req := Header{Flags: FlagRequest, CommandCode: h.CommandCode, AppID: h.AppID, HopByHop: 1, EndToEnd: 2}
 		out, _, err := RewriteAnswer(nil, msg, req, id)

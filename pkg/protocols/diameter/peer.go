@@ -52,10 +52,15 @@ type peer struct {
 	lastRecv atomic.Int64 // unix nanoseconds of the last message read
 	once     sync.Once    // guards close
 	dpaOnce  sync.Once
+	// claimed is the lower-cased Origin-Host this connection holds in
+	// Server.hosts, or "". Only the reader goroutine writes it, and
+	// Server.removePeer reads it after that goroutine is done.
+	claimed string
 
 	mu          sync.Mutex
 	state       peerState
 	host, realm string
+	label       string // "peer" label of the metrics, set at CEA
 	apps        []uint32
 	log         zerolog.Logger
 	dwrPending  bool
@@ -71,6 +76,7 @@ func newPeer(s *Server, conn net.Conn) *peer {
 		w:      newWriter(conn, s.opts.Watchdog, s.opts.MaxInFlightPerPeer+64),
 		closed: make(chan struct{}),
 		dpa:    make(chan struct{}),
+		label:  otherPeerLabel,
 		log:    s.log.With().Str("remote", remote).Logger(),
 	}
 }
@@ -102,12 +108,18 @@ func (p *peer) run() {
 	}()
 	p.log.Info().Stringer("to", stateWaitCER).Msg("diameter peer state")
 
-	r := bufio.NewReaderSize(p.conn, 32<<10)
+	// Until its CER is accepted a connection gets a small buffer and a
+	// message limit of maxCER, so connections not yet accepted cost little
+	// memory. An open connection reads through a larger buffer stacked on the
+	// small one, and reads pass through the small one once it is empty.
+	r := bufio.NewReaderSize(p.conn, maxCER)
+	limit := min(maxCER, p.s.opts.MaxMessage)
+	open := false
 	// A peer must send its CER promptly (RFC 6733 §5.6 has no timer for it,
 	// so the watchdog interval is used).
 	_ = p.conn.SetReadDeadline(time.Now().Add(p.s.opts.Watchdog))
 	for {
-		msg, h, err := readFrame(r, p.s.opts.MaxMessage)
+		msg, h, err := readFrame(r, limit)
 		if err != nil {
 			p.logReadError(err)
 			return
@@ -116,6 +128,11 @@ func (p *peer) run() {
 		if !p.dispatch(h, msg) {
 			p.awaitWriter()
 			return
+		}
+		if !open && p.getState() == stateOpen {
+			open = true
+			r = bufio.NewReaderSize(r, 32<<10)
+			limit = p.s.opts.MaxMessage
 		}
 	}
 }
@@ -140,7 +157,7 @@ func (p *peer) logReadError(err error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		ev = p.log.Info()
 	}
-	ev.Err(err).Msg("diameter peer connection closed")
+	ev.Err(err).Stringer("state", p.getState()).Msg("diameter peer connection closed")
 }
 
 // readFrame reads one whole message from a stream. The buffer is sized by the
@@ -155,8 +172,8 @@ func readFrame(r io.Reader, maxMessage int) ([]byte, Header, error) {
 		return nil, h, fmt.Errorf("read header: %w", err)
 	}
 	if int(h.Length) > maxMessage {
-		return nil, h, fmt.Errorf("read header: message length %d over the %d-byte limit (ServerOptions.MaxMessage)",
-			h.Length, maxMessage)
+		return nil, h, fmt.Errorf("read header: message length %d over the %d-byte limit "+
+			"(4096 before the CER is accepted, then ServerOptions.MaxMessage)", h.Length, maxMessage)
 	}
 	msg := make([]byte, h.Length)
 	copy(msg, hb[:])
@@ -248,13 +265,20 @@ func (p *peer) handleAnswer(h Header, msg []byte) {
 // answerError sends an error answer for req built by the gateway.
 func (p *peer) answerError(req Header, sessionID []byte, result uint32, msg string, failed []byte) {
 	p.w.send(AppendErrorAnswer(nil, req, sessionID, result, p.s.id, msg, failed))
-	p.s.metrics.answered(p.originHost(), req.AppID, result)
+	p.s.metrics.answered(p.peerLabel(), req.AppID, result)
 }
 
-func (p *peer) originHost() string {
+func (p *peer) setLabel(label string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.host
+	p.label = label
+}
+
+// peerLabel returns the "peer" label value for this connection's metrics.
+func (p *peer) peerLabel() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.label
 }
 
 // sessionIDOf returns the Session-Id data of msg, or nil.

@@ -1,5 +1,10 @@
 package diameter
 
+// MaxKey is the longest routing key, in bytes: the key limit of the link frame
+// that carries a request to its worker (link.MaxKey). A request whose key is
+// longer gets 5004 DIAMETER_INVALID_AVP_VALUE and is not forwarded.
+const MaxKey = 1024
+
 // verdict is the outcome of inspecting one request from a peer: either a key
 // to route on or the error answer the gateway sends itself.
 type verdict struct {
@@ -53,18 +58,19 @@ func served(app, cmd uint32) (ok bool, result uint32) {
 
 // inspect validates a request of a served application in one bounded walk of
 // its top-level AVPs and fills v. The walk checks AVP framing (5014), looks
-// for an unknown AVP with the M bit (5001), and finds the Session-Id (5005
-// when absent) and the key AVP. It does not allocate.
+// for an unknown AVP with the M bit (5001), finds the Session-Id (5005 when
+// absent) and the key AVP, and checks the key against MaxKey (5004). It does
+// not allocate.
 func (r *router) inspect(msg []byte, v *verdict) {
 	it := NewAVPIter(msg[HeaderLen:])
 	var a AVP
-	var unknown []byte
+	var unknown, sessionAVP, keyAVP []byte
 	for it.Next(&a) {
 		switch {
 		case a.Code == AVPSessionID && a.VendorID == 0 && v.sessionID == nil:
-			v.sessionID = a.Data
+			v.sessionID, sessionAVP = a.Data, a.Raw
 		case a.Code == r.keyCode && a.VendorID == r.keyVendor && v.key == nil:
-			v.key = a.Data
+			v.key, keyAVP = a.Data, a.Raw
 		}
 		if a.Flags&AVPFlagMandatory != 0 && unknown == nil {
 			if _, ok := r.known[avpKey(a.VendorID, a.Code)]; !ok {
@@ -93,7 +99,12 @@ func (r *router) inspect(msg []byte, v *verdict) {
 		return
 	}
 	if v.key == nil {
-		v.key = v.sessionID
+		v.key, keyAVP = v.sessionID, sessionAVP
+	}
+	if len(v.key) > MaxKey {
+		v.result = ResultInvalidAVPValue
+		v.errMsg = "routing key AVP (Session-Id or the configured key AVP) longer than 1024 bytes"
+		v.failedAVP = keyAVP
 	}
 }
 

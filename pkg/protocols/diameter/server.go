@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +39,8 @@ type ServerOptions struct {
 	// KeyAVP names the AVP whose value is the session key (default
 	// "Session-Id"). Requests without it are routed by Session-Id.
 	KeyAVP string
-	// AllowedPeers lists the Origin-Hosts accepted in a CER; empty allows all.
+	// AllowedPeers lists the Origin-Hosts accepted in a CER, compared without
+	// regard to ASCII case. An empty list allows all.
 	AllowedPeers []string
 	// Watchdog is Tw (RFC 3539 §3.4.1): the idle time before the gateway sends
 	// a DWR, and again the time it waits for the DWA. Default 30 s.
@@ -47,8 +49,13 @@ type ServerOptions struct {
 	// more get 3004. Default 1024.
 	MaxInFlightPerPeer int
 	// MaxMessage is the largest message accepted, in bytes; a larger one
-	// closes the connection. Default 65536.
+	// closes the connection. Default 65536. Before its CER is accepted a
+	// connection may send at most 4096 bytes in one message.
 	MaxMessage int
+	// MaxPeers bounds the open TCP connections, counting those still waiting
+	// for their CER. The server closes a connection accepted beyond it.
+	// Default 1024.
+	MaxPeers   int
 	Forwarder  Forwarder // required
 	Logger     zerolog.Logger
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
@@ -58,6 +65,7 @@ const (
 	defaultWatchdog    = 30 * time.Second
 	defaultMaxInFlight = 1024
 	defaultMaxMessage  = 64 << 10
+	defaultMaxPeers    = 1024
 	// maxMessageLimit is the largest Message Length the 24-bit field allows.
 	maxMessageLimit = 1<<24 - 4
 	// minWatchdog is the smallest Tw RFC 3539 §3.4.1 allows (6 s); tests may
@@ -66,20 +74,26 @@ const (
 )
 
 // Server is a Diameter node on TCP that forwards each request to the worker
-// owning its session. It is safe for concurrent use.
+// owning its session. It is safe for concurrent use. Where Server.mu and a
+// peer's mu are both held, Server.mu is taken first.
 type Server struct {
 	opts    ServerOptions
 	id      Identity
 	stateID uint32 // Origin-State-Id: changes on every start (RFC 6733 §8.16)
 	router  router
-	allowed map[string]bool
+	allowed map[string]bool // lower-cased AllowedPeers
+	labels  *peerLabels
 	metrics *metrics
 	log     zerolog.Logger
-	ids     atomic.Uint32 // source of Hop-by-Hop and End-to-End identifiers
+	// rejectLog logs the first connection closed for MaxPeers in each 10 s,
+	// and the metric counts them all.
+	rejectLog zerolog.Logger
+	ids       atomic.Uint32 // source of Hop-by-Hop and End-to-End identifiers
 
 	mu       sync.Mutex
 	ln       net.Listener
-	peers    map[*peer]struct{}
+	peers    map[*peer]struct{} // every connection, open or not
+	hosts    map[string]*peer   // lower-cased Origin-Host to its connection, from CEA to close
 	shutdown bool
 
 	wg sync.WaitGroup // peer goroutines
@@ -87,29 +101,9 @@ type Server struct {
 
 // NewServer validates o and returns a server that is not yet listening.
 func NewServer(o ServerOptions) (*Server, error) {
-	if o.OriginHost == "" || o.OriginRealm == "" {
-		return nil, fmt.Errorf("diameter: OriginHost %q and OriginRealm %q must both be set", o.OriginHost, o.OriginRealm)
-	}
-	if o.Forwarder == nil {
-		return nil, errors.New("diameter: Forwarder must be set")
-	}
-	if o.Watchdog == 0 {
-		o.Watchdog = defaultWatchdog
-	}
-	if o.Watchdog < 0 {
-		return nil, fmt.Errorf("diameter: invalid Watchdog %v: must be positive (RFC 3539 suggests 30s)", o.Watchdog)
-	}
-	if o.MaxInFlightPerPeer == 0 {
-		o.MaxInFlightPerPeer = defaultMaxInFlight
-	}
-	if o.MaxInFlightPerPeer < 0 {
-		return nil, fmt.Errorf("diameter: invalid MaxInFlightPerPeer %d: must be positive", o.MaxInFlightPerPeer)
-	}
-	if o.MaxMessage == 0 {
-		o.MaxMessage = defaultMaxMessage
-	}
-	if o.MaxMessage < 256 || o.MaxMessage > maxMessageLimit {
-		return nil, fmt.Errorf("diameter: invalid MaxMessage %d: must be between 256 and %d bytes", o.MaxMessage, maxMessageLimit)
+	o, err := withDefaults(o)
+	if err != nil {
+		return nil, err
 	}
 	code, vendor, err := resolveKeyAVP(o.KeyAVP)
 	if err != nil {
@@ -119,26 +113,83 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("diameter: register metrics: %w", err)
 	}
+	log := o.Logger.With().Str("component", "diameter").Logger()
 	s := &Server{
-		opts:    o,
-		id:      Identity{Host: o.OriginHost, Realm: o.OriginRealm},
-		stateID: uint32(time.Now().Unix()),
-		router:  router{keyCode: code, keyVendor: vendor, known: knownAVPs()},
-		allowed: make(map[string]bool, len(o.AllowedPeers)),
-		metrics: m,
-		log:     o.Logger.With().Str("component", "diameter").Logger(),
-		peers:   make(map[*peer]struct{}),
+		opts:      o,
+		id:        Identity{Host: o.OriginHost, Realm: o.OriginRealm},
+		stateID:   uint32(time.Now().Unix()),
+		router:    router{keyCode: code, keyVendor: vendor, known: knownAVPs()},
+		allowed:   make(map[string]bool, len(o.AllowedPeers)),
+		labels:    newPeerLabels(o.AllowedPeers),
+		metrics:   m,
+		log:       log,
+		rejectLog: log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second}),
+		peers:     make(map[*peer]struct{}),
+		hosts:     make(map[string]*peer),
 	}
 	// End-to-End identifiers start from the clock (RFC 6733 §3: high 12 bits
 	// from the time, low 20 bits counting).
 	s.ids.Store(uint32(time.Now().Unix()) << 20)
 	for _, h := range o.AllowedPeers {
-		s.allowed[h] = true
+		s.allowed[strings.ToLower(h)] = true
 	}
 	if o.Watchdog < minWatchdog {
 		s.log.Warn().Dur("watchdog", o.Watchdog).Msg("Tw below the 6 s minimum of RFC 3539")
 	}
 	return s, nil
+}
+
+// withDefaults checks o and fills in the defaults of its zero fields.
+func withDefaults(o ServerOptions) (ServerOptions, error) {
+	if o.OriginHost == "" || o.OriginRealm == "" {
+		return o, fmt.Errorf("diameter: OriginHost %q and OriginRealm %q must both be set", o.OriginHost, o.OriginRealm)
+	}
+	if o.Forwarder == nil {
+		return o, errors.New("diameter: Forwarder must be set")
+	}
+	if err := checkAllowedPeers(o.AllowedPeers); err != nil {
+		return o, err
+	}
+	if o.Watchdog == 0 {
+		o.Watchdog = defaultWatchdog
+	}
+	if o.Watchdog < 0 {
+		return o, fmt.Errorf("diameter: invalid Watchdog %v: must be positive (RFC 3539 suggests 30s)", o.Watchdog)
+	}
+	if o.MaxInFlightPerPeer == 0 {
+		o.MaxInFlightPerPeer = defaultMaxInFlight
+	}
+	if o.MaxInFlightPerPeer < 0 {
+		return o, fmt.Errorf("diameter: invalid MaxInFlightPerPeer %d: must be positive", o.MaxInFlightPerPeer)
+	}
+	if o.MaxMessage == 0 {
+		o.MaxMessage = defaultMaxMessage
+	}
+	if o.MaxMessage < 256 || o.MaxMessage > maxMessageLimit {
+		return o, fmt.Errorf("diameter: invalid MaxMessage %d: must be between 256 and %d bytes", o.MaxMessage, maxMessageLimit)
+	}
+	if o.MaxPeers == 0 {
+		o.MaxPeers = defaultMaxPeers
+	}
+	if o.MaxPeers < 0 {
+		return o, fmt.Errorf("diameter: invalid MaxPeers %d: must be positive", o.MaxPeers)
+	}
+	return o, nil
+}
+
+// checkAllowedPeers rejects an allow-list entry that no CER could match. The
+// message names the gateway's flag, which is where the list comes from.
+func checkAllowedPeers(hosts []string) error {
+	for i, h := range hosts {
+		if h == "" {
+			return fmt.Errorf("invalid --diameter-peers: entry %d is empty; list Origin-Hosts separated by commas, "+
+				"for example peer1.example.net,peer2.example.net", i+1)
+		}
+		if !validIdentity([]byte(h)) {
+			return fmt.Errorf("invalid --diameter-peers entry %q: %s", h, identityRule)
+		}
+	}
+	return nil
 }
 
 // Listen opens the TCP listener.
@@ -205,23 +256,55 @@ func (s *Server) isShutdown() bool {
 }
 
 func (s *Server) startPeer(conn net.Conn) {
-	p := newPeer(s, conn)
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
 		conn.Close()
 		return
 	}
+	if len(s.peers) >= s.opts.MaxPeers {
+		s.mu.Unlock()
+		conn.Close()
+		s.metrics.connRejected.Inc()
+		s.rejectLog.Warn().Int("max_peers", s.opts.MaxPeers).Str("remote", conn.RemoteAddr().String()).
+			Msg("diameter connection closed because MaxPeers connections are open (more within 10 s are counted, not logged)")
+		return
+	}
+	p := newPeer(s, conn)
 	s.peers[p] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		p.run()
-		s.mu.Lock()
-		delete(s.peers, p)
-		s.mu.Unlock()
+		s.removePeer(p)
 	}()
+}
+
+// removePeer forgets p and frees its Origin-Host for a new connection. It
+// runs after p's reader has returned, so p.claimed no longer changes.
+func (s *Server) removePeer(p *peer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.peers, p)
+	if p.claimed != "" && s.hosts[p.claimed] == p {
+		delete(s.hosts, p.claimed)
+	}
+}
+
+// claimHost records p as the connection of Origin-Host host and reports
+// whether host had no connection yet. Identities compare without regard to
+// ASCII case (RFC 6733 §5.6.4). Only p's reader goroutine calls it.
+func (s *Server) claimHost(host string, p *peer) bool {
+	key := strings.ToLower(host)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.hosts[key]; ok {
+		return false
+	}
+	s.hosts[key] = p
+	p.claimed = key
+	return true
 }
 
 // Shutdown stops accepting, sends DPR (Disconnect-Cause REBOOTING) to every

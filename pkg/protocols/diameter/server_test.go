@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,12 +27,14 @@ import (
 // appForwarder calls the worker handler in its own goroutine, as the link
 // would, so answers complete out of order. Keys in slow are delayed.
 type appForwarder struct {
-	h    app.Handler
-	slow sync.Map // key -> chan struct{}: held until the channel closes
-	fail atomic.Pointer[error]
+	h     app.Handler
+	slow  sync.Map // key -> chan struct{}: held until the channel closes
+	fail  atomic.Pointer[error]
+	calls atomic.Int64 // Forward calls
 }
 
 func (f *appForwarder) Forward(key, msg []byte, done func([]byte, error)) error {
+	f.calls.Add(1)
 	if err := f.fail.Load(); err != nil {
 		return *err
 	}
@@ -578,17 +581,35 @@ func TestServerShutdownSendsDPR(t *testing.T) {
 
 func TestNewServerRejectsBadOptions(t *testing.T) {
 	base := dia.ServerOptions{OriginHost: "gw", OriginRealm: "r", Forwarder: &appForwarder{}}
-	cases := map[string]func(*dia.ServerOptions){
-		"unknown KeyAVP":  func(o *dia.ServerOptions) { o.KeyAVP = "No-Such-AVP" },
-		"no OriginHost":   func(o *dia.ServerOptions) { o.OriginHost = "" },
-		"no Forwarder":    func(o *dia.ServerOptions) { o.Forwarder = nil },
-		"tiny MaxMessage": func(o *dia.ServerOptions) { o.MaxMessage = 10 },
+	cases := []struct {
+		name    string
+		mod     func(*dia.ServerOptions)
+		want    string // the whole error, or a part of it when partial
+		partial bool
+	}{
+		{"unknown KeyAVP", func(o *dia.ServerOptions) { o.KeyAVP = "No-Such-AVP" },
+			`invalid --diameter-key "No-Such-AVP": unknown AVP name; use an AVP from the base or ` +
+				`credit-control dictionary, for example Session-Id or User-Name`, false},
+		{"empty AllowedPeers entry", func(o *dia.ServerOptions) { o.AllowedPeers = []string{"a.test", ""} },
+			"invalid --diameter-peers: entry 2 is empty", true},
+		{"AllowedPeers entry not ASCII", func(o *dia.ServerOptions) { o.AllowedPeers = []string{"h\u00f6st"} },
+			"invalid --diameter-peers entry \"h\u00f6st\"", true},
+		{"no OriginHost", func(o *dia.ServerOptions) { o.OriginHost = "" }, "OriginHost", true},
+		{"no Forwarder", func(o *dia.ServerOptions) { o.Forwarder = nil }, "Forwarder", true},
+		{"tiny MaxMessage", func(o *dia.ServerOptions) { o.MaxMessage = 10 }, "invalid MaxMessage 10", true},
+		{"negative MaxPeers", func(o *dia.ServerOptions) { o.MaxPeers = -1 }, "invalid MaxPeers -1", true},
 	}
-	for name, mod := range cases {
+	for _, tc := range cases {
 		o := base
-		mod(&o)
-		if _, err := dia.NewServer(o); err == nil {
-			t.Errorf("%s: NewServer succeeded, want an error", name)
+		tc.mod(&o)
+		_, err := dia.NewServer(o)
+		switch {
+		case err == nil:
+			t.Errorf("%s: NewServer succeeded, want an error", tc.name)
+		case tc.partial && !strings.Contains(err.Error(), tc.want):
+			t.Errorf("%s: error %q does not contain %q", tc.name, err, tc.want)
+		case !tc.partial && err.Error() != tc.want:
+			t.Errorf("%s: error\n%s\nwant\n%s", tc.name, err, tc.want)
 		}
 	}
 }
