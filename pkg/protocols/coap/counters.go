@@ -16,6 +16,7 @@ type counters struct {
 	evicted, outboundFull, badKey, tooLarge, tooManyOptions   prometheus.Counter
 	observeFull, uploadsFull                                  prometheus.Counter
 	codes                                                     [256]prometheus.Counter
+	forward                                                   prometheus.Observer
 }
 
 func newCounters(m *metrics.Metrics) counters {
@@ -35,6 +36,7 @@ func newCounters(m *metrics.Metrics) counters {
 		badKey: p("bad_key"), tooLarge: p("too_large"), tooManyOptions: p("too_many_options"),
 		observeFull: p("observe_full"), uploadsFull: p("block_uploads_full"),
 	}
+	c.forward = m.Forward.WithLabelValues("coap")
 	for i := range c.codes {
 		if i>>5 >= 2 {
 			c.codes[i] = m.Requests.WithLabelValues("coap", codeNames[i])

@@ -38,8 +38,15 @@ type exchange struct {
 	typ     uint8
 	state   uint8
 	created time.Time
-	// reply is the piggybacked response, resent for a duplicate CON.
-	reply []byte
+	// reply is the piggybacked response, resent for a duplicate CON. It
+	// aliases replyBuf when it fits, which saves an allocation for the
+	// short replies most requests get.
+	reply    []byte
+	replyBuf [96]byte
+	// call is the forwarding state, set by the reader before the request
+	// is forwarded and then read by the response callback; it shares the
+	// exchange's allocation.
+	call call
 }
 
 const exShards = 64

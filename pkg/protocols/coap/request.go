@@ -15,14 +15,15 @@ import (
 
 // call is one forwarded request waiting for its worker.
 type call struct {
-	e      *Endpoint
-	ex     *exchange
-	from   netip.AddrPort
-	start  time.Time
-	token  []byte
-	uri    uint64
-	block1 *block // the final Block1 of an assembled body, echoed in the response
-	block2 block  // the Block2 the device asked for, when wantBlock2 is set
+	e        *Endpoint
+	ex       *exchange
+	from     netip.AddrPort
+	start    time.Time
+	token    []byte // aliases tokenBuf for requests
+	tokenBuf [8]byte
+	uri      uint64
+	block1   *block // the final Block1 of an assembled body, echoed in the response
+	block2   block  // the Block2 the device asked for, when wantBlock2 is set
 	// wantBlock2 is set when the request carried Block2.
 	wantBlock2 bool
 	obs        *observation
@@ -53,7 +54,9 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 		return
 	}
 	key := e.sessionKey(m, from, sc)
-	c := &call{e: e, ex: ex, from: from, start: now, token: append([]byte(nil), m.Token...)}
+	c := &ex.call
+	*c = call{e: e, ex: ex, from: from, start: now}
+	c.token = c.tokenBuf[:copy(c.tokenBuf[:], m.Token)]
 	fwd := b
 	if v, ok := uintOption(m.Options, optBlock2); ok {
 		c.block2, c.wantBlock2 = parseBlock(v), true
@@ -200,7 +203,7 @@ func (e *Endpoint) answer(ex *exchange, sc *scratch, code codes.Code, opts messa
 // done receives the worker's response.
 func (c *call) done(resp []byte, err error) {
 	e := c.e
-	e.opts.Metrics.Forward.WithLabelValues("coap").Observe(time.Since(c.start).Seconds())
+	e.counts.forward.Observe(time.Since(c.start).Seconds())
 	if err != nil {
 		if c.obs != nil {
 			e.observes.remove(c.obs.id)
@@ -294,7 +297,7 @@ func (e *Endpoint) deliver(ex *exchange, resp []byte, out *outBatch) {
 		state = ex.state
 		if ex.typ == typeCON && state == statePending {
 			setHeader(resp, typeACK, ex.key.mid)
-			ex.reply = append([]byte(nil), resp...)
+			ex.reply = append(ex.replyBuf[:0], resp...)
 		}
 		ex.state = stateDone
 	})
