@@ -107,7 +107,7 @@ install_missing() {
 
 build() {
   log "building loadgen, udpecho and report into $BIN"
-  (cd "$ROOT" && go build -o "$BIN/" ./bench/cmd/loadgen ./bench/cmd/udpecho ./bench/report)
+  (cd "$ROOT" && go build -o "$BIN/" ./bench/cmd/loadgen ./bench/cmd/udpecho ./bench/cmd/sessionmem ./bench/report)
   HAVE_SG=0
   if (cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN/" ./cmd/gateway ./cmd/worker) 2> "$WORK/logs/build.log"; then
     HAVE_SG=1
@@ -289,6 +289,31 @@ sweeps() {
   fi
 }
 
+# session_memory stores 1,000,000 idle devices in the worker's reference
+# application and appends the heap bytes per session to the report.
+session_memory() {
+  local report=$1 json=$RES/session-memory.json
+  local n=1000000
+  ((QUICK)) && n=100000
+  log "measuring the heap of $n idle device sessions"
+  "$BIN/sessionmem" -sessions "$n" > "$json" || { log "session memory measurement failed"; return 0; }
+  python3 - "$json" >> "$report" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print()
+print("## Idle sessions in a worker")
+print()
+print("`bench/cmd/sessionmem -sessions %d`: the worker's reference application stores %d devices, "
+      "each after one telemetry POST of a 6-byte payload, with a 1 h idle expiry." % (r["sessions"], r["sessions"]))
+print()
+print("| sessions | heap | bytes per session | target: 1,000,000 sessions under 1 GiB |")
+print("|---|---|---|---|")
+mib = r["heap_bytes"] / 2**20
+ok = "yes" if r["bytes_per_session"] * 1_000_000 < 2**30 else "**no**"
+print("| %d | %.0f MiB | %.0f | %s |" % (r["sessions"], mib, r["bytes_per_session"], ok))
+PY
+}
+
 main() {
   local load_before
   load_before=$(cat /proc/loadavg)
@@ -307,6 +332,7 @@ main() {
   ((QUICK)) && out=$WORK
   "$BIN/report" -results "$RES" -out "$out" -quick="$QUICK" \
     -command "$(echo "bash bench/run.sh $*" | sed 's/ *$//')" -work "$WORK" -load-before "$load_before" || log "report failed"
+  session_memory "$out/RESULTS.md"
   log "results: $out/RESULTS.md, $out/latency.png, raw JSON in $RES"
 }
 
