@@ -81,19 +81,20 @@ func New(cfg config.Gateway, log zerolog.Logger) (*Gateway, error) {
 	return g, nil
 }
 
+// listen binds every socket; an error names the flag that set the address.
 func (g *Gateway) listen() error {
 	if err := g.coap.Listen(); err != nil {
-		return err
+		return fmt.Errorf("gateway: --coap-addr %q: %w", g.cfg.CoAPAddr, err)
 	}
 	if g.diam != nil {
 		if err := g.diam.Listen(); err != nil {
 			g.coap.Close()
-			return err
+			return fmt.Errorf("gateway: --diameter-addr %q: %w", g.cfg.DiameterAddr, err)
 		}
 	}
 	if err := g.admin.Listen(); err != nil {
 		g.coap.Close()
-		return err
+		return fmt.Errorf("gateway: --admin-addr %q: %w", g.cfg.AdminAddr, err)
 	}
 	return nil
 }

@@ -111,6 +111,14 @@ func (s *Server) Start() error {
 	s.started = true
 	s.mu.Unlock()
 
+	// gnet reports a port in use as "setsockopt: bad file descriptor", so
+	// a plain listen first turns that into "address already in use".
+	probe, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("link: listen on %s: %w", s.opts.Addr, err)
+	}
+	probe.Close()
+
 	s.jobs = make(chan *job, s.opts.QueueLen)
 	for range s.opts.Workers {
 		s.workers.Add(1)

@@ -60,7 +60,7 @@ func New(cfg config.Worker, log zerolog.Logger) (*Worker, error) {
 	w.handler = &frameHandler{mux: mux, log: log, observers: make(map[obsKey]*observer)}
 	w.server = link.NewServer(link.ServerOptions{Addr: cfg.LinkAddr, Handler: w.handler, Logger: log})
 	if err := w.server.Start(); err != nil {
-		return nil, fmt.Errorf("worker: start link server on %q: %w", cfg.LinkAddr, err)
+		return nil, fmt.Errorf("worker: --link-addr %q: %w", cfg.LinkAddr, err)
 	}
 	addr, err := advertisedAddr(cfg.Advertise, w.server.Addr())
 	if err != nil {
@@ -70,7 +70,7 @@ func New(cfg config.Worker, log zerolog.Logger) (*Worker, error) {
 	w.linkAddr = addr
 	if err := w.admin.Listen(); err != nil {
 		w.server.Stop(context.Background())
-		return nil, err
+		return nil, fmt.Errorf("worker: --admin-addr %q: %w", cfg.AdminAddr, err)
 	}
 	w.routes()
 	return w, nil
