@@ -108,16 +108,17 @@ func (s *Server) Start() error {
 		s.mu.Unlock()
 		return errors.New("link: server already started")
 	}
-	s.started = true
-	s.mu.Unlock()
-
 	// gnet reports a port in use as "setsockopt: bad file descriptor", so
-	// a plain listen first turns that into "address already in use".
+	// a plain listen first turns that into "address already in use". The
+	// server stays unstarted then, so Stop has nothing to wait for.
 	probe, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
+		s.mu.Unlock()
 		return fmt.Errorf("link: listen on %s: %w", s.opts.Addr, err)
 	}
 	probe.Close()
+	s.started = true
+	s.mu.Unlock()
 
 	s.jobs = make(chan *job, s.opts.QueueLen)
 	for range s.opts.Workers {
