@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/shardgate/shardgate/pkg/link"
 	"github.com/shardgate/shardgate/pkg/protocols/coap"
@@ -33,7 +34,7 @@ var (
 const _ = uint(diameter.MaxKey-link.MaxKey) + uint(link.MaxKey-diameter.MaxKey)
 
 // Forward implements coap.Forwarder.
-func (f *forwarder) Forward(key, msg []byte, observe uint64, done func([]byte, error)) (string, error) {
+func (f *forwarder) Forward(key, msg []byte, observe uint64, r coap.Responder) (string, error) {
 	if len(key) > link.MaxKey {
 		return "", fmt.Errorf("%w: %d bytes, the maximum is %d", coap.ErrBadKey, len(key), link.MaxKey)
 	}
@@ -46,20 +47,38 @@ func (f *forwarder) Forward(key, msg []byte, observe uint64, done func([]byte, e
 		fr.Flags = link.FlagObserve
 		fr.Corr = observe | observeBit
 	}
-	err := f.link.Send(owner.Addr, &fr, func(resp *link.Frame, err error) {
-		if err == nil {
-			err = resp.Status.Err()
-		}
-		if err != nil {
-			done(nil, coapError(err))
-			return
-		}
-		done(resp.Body, nil)
-	})
-	if err != nil {
+	rcv := receivers.Get().(*coapReceiver)
+	rcv.r = r
+	if err := f.link.SendTo(owner.Addr, &fr, rcv); err != nil {
+		rcv.release()
 		return "", coapError(err)
 	}
 	return owner.Addr, nil
+}
+
+// coapReceiver passes one link response to the CoAP endpoint. Receivers
+// are pooled, so forwarding a request allocates no closure.
+type coapReceiver struct{ r coap.Responder }
+
+var receivers = sync.Pool{New: func() any { return new(coapReceiver) }}
+
+func (c *coapReceiver) release() {
+	c.r = nil
+	receivers.Put(c)
+}
+
+// Receive implements link.Receiver. The link calls it once per request.
+func (c *coapReceiver) Receive(resp *link.Frame, err error) {
+	r := c.r
+	c.release()
+	if err == nil {
+		err = resp.Status.Err()
+	}
+	if err != nil {
+		r.Respond(nil, coapError(err))
+		return
+	}
+	r.Respond(resp.Body, nil)
 }
 
 // CancelObserve implements coap.Forwarder.

@@ -128,6 +128,25 @@ func (c *Client) Send(workerAddr string, f *Frame, cb Callback) error {
 	if cb == nil {
 		return errors.New("link: Send needs a callback")
 	}
+	return c.SendTo(workerAddr, f, cb)
+}
+
+// Receiver receives the outcome of one request, like a Callback, but lets
+// a caller pass a long-lived or pooled object instead of a new closure, so
+// that a request costs no allocation. Receive has the Callback contract.
+type Receiver interface {
+	Receive(resp *Frame, err error)
+}
+
+// Receive calls cb, so a Callback is a Receiver.
+func (cb Callback) Receive(resp *Frame, err error) { cb(resp, err) }
+
+// SendTo is Send with a Receiver.
+func (c *Client) SendTo(workerAddr string, f *Frame, r Receiver) error {
+	if r == nil {
+		return errors.New("link: SendTo needs a receiver")
+	}
+	cb := r
 	cc, err := c.conn(workerAddr)
 	if err != nil {
 		return err
@@ -227,7 +246,7 @@ func (c *Client) expireLoop() {
 	defer tick.Stop()
 
 	var conns []*clientConn
-	var expired []Callback
+	var expired []Receiver
 	for {
 		select {
 		case <-c.stop:
@@ -239,7 +258,7 @@ func (c *Client) expireLoop() {
 		for _, cc := range conns {
 			expired = cc.expire(now, expired[:0])
 			for _, cb := range expired {
-				cb(nil, ErrTimeout)
+				cb.Receive(nil, ErrTimeout)
 			}
 		}
 		clear(conns)

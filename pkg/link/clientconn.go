@@ -56,7 +56,7 @@ func (e *clientEvents) OnTraffic(c gnet.Conn) gnet.Action {
 
 // pendingRequest is a request awaiting its response.
 type pendingRequest struct {
-	cb       Callback
+	cb       Receiver
 	deadline int64 // Client.now() value after which the request times out
 }
 
@@ -82,7 +82,7 @@ func newClientConn(c *Client, addr string) *clientConn {
 func (cc *clientConn) isClosed() bool { return cc.closed.Load() }
 
 // request registers cb under f.Corr and queues f.
-func (cc *clientConn) request(f *Frame, cb Callback) error {
+func (cc *clientConn) request(f *Frame, cb Receiver) error {
 	deadline := cc.c.now() + int64(cc.c.opts.RequestTimeout)
 	cc.mu.Lock()
 	if cc.pending == nil {
@@ -121,7 +121,7 @@ func (cc *clientConn) receive(f *Frame) error {
 		delete(cc.pending, f.Corr)
 		cc.mu.Unlock()
 		if ok {
-			p.cb(f, nil)
+			p.cb.Receive(f, nil)
 		}
 		// A response without a pending request arrived after its timeout.
 		return nil
@@ -140,7 +140,7 @@ func (cc *clientConn) receive(f *Frame) error {
 
 // expire removes the requests whose deadline is before now and appends
 // their callbacks to dst for the caller to run outside the lock.
-func (cc *clientConn) expire(now int64, dst []Callback) []Callback {
+func (cc *clientConn) expire(now int64, dst []Receiver) []Receiver {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	for corr, p := range cc.pending {
@@ -165,7 +165,7 @@ func (cc *clientConn) fail() int {
 	}
 	err := fmt.Errorf("%w: connection to worker %s", ErrClosed, cc.addr)
 	for _, p := range pending {
-		p.cb(nil, err)
+		p.cb.Receive(nil, err)
 	}
 	return len(pending)
 }

@@ -24,14 +24,27 @@ import (
 type Forwarder interface {
 	// Forward sends msg, an encoded CoAP request, to the owner of key and
 	// returns the owner's link address. A non-zero observe registers an
-	// observation with that id. done is called exactly once, from a
+	// observation with that id. r.Respond is called exactly once, from a
 	// goroutine that must not block, with the encoded response (valid only
 	// during the call) or an error; it is not called when Forward itself
 	// returns an error. key and msg are not kept after Forward returns.
-	Forward(key []byte, msg []byte, observe uint64, done func(resp []byte, err error)) (worker string, err error)
+	Forward(key []byte, msg []byte, observe uint64, r Responder) (worker string, err error)
 	// CancelObserve ends observation id at worker.
 	CancelObserve(worker string, key []byte, id uint64)
 }
+
+// Responder receives the worker's response to one forwarded request. It is
+// an interface rather than a function so that the endpoint can pass its
+// per-request record without allocating a closure.
+type Responder interface {
+	Respond(resp []byte, err error)
+}
+
+// ResponderFunc adapts a function to the Responder interface.
+type ResponderFunc func(resp []byte, err error)
+
+// Respond calls f(resp, err).
+func (f ResponderFunc) Respond(resp []byte, err error) { f(resp, err) }
 
 // Errors a Forwarder returns or passes to done, wrapped; the endpoint picks
 // the device's answer from them. Any other error is treated as a lost worker:

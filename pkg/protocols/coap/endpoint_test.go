@@ -31,7 +31,7 @@ type fakeForwarder struct {
 	cancels  []uint64
 }
 
-func (f *fakeForwarder) Forward(key, msg []byte, observe uint64, done func([]byte, error)) (string, error) {
+func (f *fakeForwarder) Forward(key, msg []byte, observe uint64, r Responder) (string, error) {
 	f.mu.Lock()
 	f.keys = append(f.keys, string(key))
 	f.observes = append(f.observes, observe)
@@ -56,10 +56,10 @@ func (f *fakeForwarder) Forward(key, msg []byte, observe uint64, done func([]byt
 	go func() {
 		time.Sleep(delay)
 		if ferr != nil {
-			done(nil, ferr)
+			r.Respond(nil, ferr)
 			return
 		}
-		done(resp, nil)
+		r.Respond(resp, nil)
 	}()
 	return "worker-a", nil
 }

@@ -32,12 +32,17 @@ const (
 )
 
 // exchange is one request from a device, kept for duplicate detection.
-// Its fields are guarded by the lock of the cache shard that holds it.
+// Its fields are guarded by the lock of the cache shard that holds it,
+// except call, which the request's reader and then its response callback
+// use in turn. Exchanges are recycled (see expire), so nothing may touch
+// one after its state became stateDone except under the shard lock.
 type exchange struct {
-	key     exKey
-	typ     uint8
-	state   uint8
-	created time.Time
+	key   exKey
+	typ   uint8
+	state uint8
+	// inPending is set while the exchange is on its shard's pending list.
+	inPending bool
+	created   time.Time
 	// reply is the piggybacked response, resent for a duplicate CON. It
 	// aliases replyBuf when it fits, which saves an allocation for the
 	// short replies most requests get.
@@ -82,24 +87,31 @@ func newExchangeCache(lifetime time.Duration, capacity int, evicted func()) *exc
 	return c
 }
 
-// begin returns the exchange for k, creating it when new. dup reports an
-// existing exchange. The shard stays locked only inside begin; callers read
-// and change the exchange's state through with.
-func (c *exchangeCache) begin(k exKey, typ uint8, now time.Time) (ex *exchange, dup bool) {
+// exchanges recycles exchange records, so that a request costs no
+// allocation in steady state.
+var exchanges = sync.Pool{New: func() any { return new(exchange) }}
+
+// begin returns a new exchange for k. When k is a duplicate, it calls onDup
+// with the existing exchange under the shard lock instead and returns nil.
+// The caller reads and changes a new exchange's state through with.
+func (c *exchangeCache) begin(k exKey, typ uint8, now time.Time, onDup func(ex *exchange)) *exchange {
 	s := &c.shards[k.shard()]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ex, ok := s.m[k]; ok && now.Sub(ex.created) < c.lifetime {
-		return ex, true
+		onDup(ex)
+		return nil
 	}
 	c.expire(s, now)
-	ex = &exchange{key: k, typ: typ, created: now}
+	ex := exchanges.Get().(*exchange)
+	*ex = exchange{key: k, typ: typ, created: now}
 	s.m[k] = ex
 	s.fifo = append(s.fifo, ex)
 	if typ == typeCON {
+		ex.inPending = true
 		s.pending = append(s.pending, ex)
 	}
-	return ex, false
+	return ex
 }
 
 // expire drops expired exchanges and, past capacity, the oldest ones.
@@ -119,6 +131,12 @@ func (c *exchangeCache) expire(s *exShard, now time.Time) {
 				c.evicted()
 			}
 		}
+		// Off the map, the FIFO and the pending list, with its response
+		// sent: nothing refers to it any more.
+		if old.state == stateDone && !old.inPending {
+			old.reply = nil
+			exchanges.Put(old)
+		}
 	}
 	if s.head > 1024 && s.head*2 > len(s.fifo) {
 		n := copy(s.fifo, s.fifo[s.head:])
@@ -136,14 +154,13 @@ func (c *exchangeCache) with(ex *exchange, fn func(ex *exchange)) {
 	s.mu.Unlock()
 }
 
-// forget removes ex so that a retransmission of its request is handled as new.
-func (c *exchangeCache) forget(ex *exchange) {
+// forget removes ex so that a retransmission of its request is handled as
+// new. s.mu of ex's shard must be held.
+func (c *exchangeCache) forgetLocked(ex *exchange) {
 	s := &c.shards[ex.key.shard()]
-	s.mu.Lock()
 	if cur, ok := s.m[ex.key]; ok && cur == ex {
 		delete(s.m, ex.key)
 	}
-	s.mu.Unlock()
 }
 
 // overdue calls fn, under the shard lock, for each CON exchange created
@@ -154,7 +171,9 @@ func (c *exchangeCache) overdue(cutoff time.Time, fn func(ex *exchange)) {
 		s.mu.Lock()
 		n := 0
 		for n < len(s.pending) && !s.pending[n].created.After(cutoff) {
-			if ex := s.pending[n]; ex.state == statePending {
+			ex := s.pending[n]
+			ex.inPending = false
+			if ex.state == statePending {
 				fn(ex)
 			}
 			n++

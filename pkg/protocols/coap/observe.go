@@ -286,11 +286,11 @@ func (e *Endpoint) Reroute(ownerOf func(key []byte) string) {
 			continue
 		}
 		id := o.id
-		worker, err := e.opts.Forwarder.Forward(o.key, o.req, id, func(resp []byte, err error) {
+		worker, err := e.opts.Forwarder.Forward(o.key, o.req, id, ResponderFunc(func(resp []byte, err error) {
 			if err != nil || !hasObserve(resp) {
 				e.abandonObservation(o)
 			}
-		})
+		}))
 		if err != nil {
 			e.log.Warn().Err(err).Uint64("observation", id).Msg("coap: could not move observation to its new owner")
 			continue

@@ -33,9 +33,8 @@ type call struct {
 func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16, sc *scratch) {
 	m := &sc.msg
 	now := time.Now()
-	ex, dup := e.exchanges.begin(exKey{from, mid}, typ, now)
-	if dup {
-		e.duplicate(ex, sc)
+	ex := e.exchanges.begin(exKey{from, mid}, typ, now, func(dup *exchange) { e.duplicateLocked(dup, sc) })
+	if ex == nil {
 		return
 	}
 	if id, reason := badCritical(m.Options); id != 0 {
@@ -81,49 +80,43 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 	if m.Code == codes.GET {
 		obsID = e.observeRequest(c, m, key, fwd)
 	}
-	worker, err := e.opts.Forwarder.Forward(key, fwd, obsID, c.done)
+	// c lives in the exchange, which may be recycled as soon as the
+	// response is delivered, possibly before Forward returns.
+	obs := c.obs
+	worker, err := e.opts.Forwarder.Forward(key, fwd, obsID, c)
 	if err != nil {
-		if c.obs != nil {
-			e.observes.remove(c.obs.id)
+		if obs != nil {
+			e.observes.remove(obs.id)
 		}
 		c.fail(err)
 		return
 	}
-	if c.obs != nil {
-		e.observes.setWorker(c.obs, worker)
+	if obs != nil {
+		e.observes.setWorker(obs, worker)
 	}
 	e.counts.forwarded.Inc()
 }
 
-// duplicate answers a retransmitted request without forwarding it again
-// (RFC 7252 §4.5).
-func (e *Endpoint) duplicate(ex *exchange, sc *scratch) {
+// duplicateLocked answers a retransmitted request without forwarding it
+// again (RFC 7252 §4.5). The exchange's shard lock is held, and the reply
+// is queued on the reader's batch, which copies it.
+func (e *Endpoint) duplicateLocked(ex *exchange, sc *scratch) {
 	e.counts.duplicate.Inc()
-	var reply []byte
-	sendAck := false
-	e.exchanges.with(ex, func(ex *exchange) {
-		if ex.typ != typeCON {
+	if ex.typ != typeCON {
+		return
+	}
+	switch ex.state {
+	case stateDone:
+		if ex.reply != nil {
+			e.reply(sc.batch, ex.reply, ex.key.addr)
 			return
 		}
-		switch ex.state {
-		case stateDone:
-			// A response that went separately is retransmitted on its
-			// own; the duplicate request only needs the Empty ACK again.
-			reply = ex.reply
-			sendAck = reply == nil
-		case statePending:
-			ex.state = stateAcked
-			sendAck = true
-		case stateAcked:
-			sendAck = true
-		}
-	})
-	switch {
-	case reply != nil:
-		e.reply(sc.batch, reply, ex.key.addr)
-	case sendAck:
-		e.reply(sc.batch, empty(sc.out, typeACK, ex.key.mid), ex.key.addr)
+		// A response that went separately is retransmitted on its own;
+		// the duplicate request only needs the Empty ACK again.
+	case statePending:
+		ex.state = stateAcked
 	}
+	e.reply(sc.batch, empty(sc.out, typeACK, ex.key.mid), ex.key.addr)
 }
 
 // sessionKey finds the key the configured way, falling back to the source
@@ -200,8 +193,8 @@ func (e *Endpoint) answer(ex *exchange, sc *scratch, code codes.Code, opts messa
 	e.deliver(ex, resp, sc.batch)
 }
 
-// done receives the worker's response.
-func (c *call) done(resp []byte, err error) {
+// Respond receives the worker's response; it implements Responder.
+func (c *call) Respond(resp []byte, err error) {
 	e := c.e
 	e.counts.forward.Observe(time.Since(c.start).Seconds())
 	if err != nil {
@@ -269,10 +262,10 @@ func (c *call) fail(err error) {
 			acked = ex.state == stateAcked
 			if !acked {
 				ex.state = stateDone
+				e.exchanges.forgetLocked(ex)
 			}
 		})
 		if !acked {
-			e.exchanges.forget(c.ex)
 			return
 		}
 		// Acknowledged requests are not retransmitted, so the device
@@ -292,10 +285,13 @@ func (c *call) fail(err error) {
 // (RFC 7252 §5.2). A piggybacked or NON response goes into out when it is
 // not nil. resp may be reused after deliver returns.
 func (e *Endpoint) deliver(ex *exchange, resp []byte, out *outBatch) {
-	var state uint8
+	// The exchange may be recycled once it is done, so everything needed
+	// after the lock is copied out under it.
+	var state, typ uint8
+	var to netip.AddrPort
 	e.exchanges.with(ex, func(ex *exchange) {
-		state = ex.state
-		if ex.typ == typeCON && state == statePending {
+		state, typ, to = ex.state, ex.typ, ex.key.addr
+		if typ == typeCON && state == statePending {
 			setHeader(resp, typeACK, ex.key.mid)
 			ex.reply = append(ex.replyBuf[:0], resp...)
 		}
@@ -303,15 +299,15 @@ func (e *Endpoint) deliver(ex *exchange, resp []byte, out *outBatch) {
 	})
 	e.counts.code(resp[1])
 	switch {
-	case ex.typ == typeNON:
+	case typ == typeNON:
 		setHeader(resp, typeNON, e.nextMID())
-		e.reply(out, resp, ex.key.addr)
+		e.reply(out, resp, to)
 	case state == statePending:
-		e.reply(out, resp, ex.key.addr)
+		e.reply(out, resp, to)
 	case state == stateAcked:
 		mid := e.nextMID()
 		setHeader(resp, typeCON, mid)
-		e.sendConfirmable(ex.key.addr, mid, resp, 0)
+		e.sendConfirmable(to, mid, resp, 0)
 	}
 }
 
