@@ -293,7 +293,7 @@ func (e *Endpoint) deliver(ex *exchange, resp []byte, out *outBatch) {
 		state, typ, to = ex.state, ex.typ, ex.key.addr
 		if typ == typeCON && state == statePending {
 			setHeader(resp, typeACK, ex.key.mid)
-			ex.reply = append(ex.replyBuf[:0], resp...)
+			ex.keepReply(resp)
 		}
 		ex.state = stateDone
 	})

@@ -56,6 +56,11 @@ type readBatch struct {
 	iovs  [batchSize]unix.Iovec
 	names [batchSize]unix.RawSockaddrInet6
 	bufs  [batchSize][slotSize]byte
+	// recv is the RawConn callback, built once so that a read allocates
+	// no closure; it leaves its results in n and errno.
+	recv  func(fd uintptr) bool
+	n     int
+	errno syscall.Errno
 }
 
 func newReadBatch() *readBatch {
@@ -65,6 +70,15 @@ func newReadBatch() *readBatch {
 		r.hdrs[i].Hdr.Iov = &r.iovs[i]
 		r.hdrs[i].Hdr.SetIovlen(1)
 		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+	}
+	r.recv = func(fd uintptr) bool {
+		r0, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
+			batchSize, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		r.n, r.errno = int(r0), e
+		return true
 	}
 	return r
 }
@@ -78,24 +92,14 @@ func (s *batchSocket) read(r *readBatch) (int, error) {
 		r.hdrs[i].Hdr.Flags = 0
 		r.hdrs[i].Len = 0
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		r0, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
-			batchSize, unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		n, errno = int(r0), e
-		return true
-	})
-	if err != nil {
+	r.n, r.errno = 0, 0
+	if err := s.rc.Read(r.recv); err != nil {
 		return 0, err
 	}
-	if errno != 0 {
-		return 0, fmt.Errorf("coap: recvmmsg: %w", errno)
+	if r.errno != 0 {
+		return 0, fmt.Errorf("coap: recvmmsg: %w", r.errno)
 	}
-	return n, nil
+	return r.n, nil
 }
 
 // datagram returns message i of the last read and its source. ok is false
@@ -142,47 +146,54 @@ type sendState struct {
 	hdrs  [batchSize]unix.Mmsghdr
 	iovs  [batchSize]unix.Iovec
 	names [batchSize]unix.RawSockaddrInet6
+	// send is the RawConn callback, built on first use so that a write
+	// allocates no closure; it sends hdrs[sent:n] and leaves its results
+	// in done and errno.
+	send    func(fd uintptr) bool
+	sent, n int
+	done    int
+	errno   syscall.Errno
 }
 
 // writeBatch sends each bufs[i] to to[i] and returns how many datagrams
 // could not be sent.
 func (s *batchSocket) writeBatch(st *sendState, bufs [][]byte, to []netip.AddrPort) int {
-	hdrs, iovs, names := &st.hdrs, &st.iovs, &st.names
-	n := len(bufs)
-	for i := 0; i < n; i++ {
-		if len(bufs[i]) > 0 {
-			iovs[i].Base = &bufs[i][0]
-		}
-		iovs[i].SetLen(len(bufs[i]))
-		hdrs[i].Hdr.Iov = &iovs[i]
-		hdrs[i].Hdr.SetIovlen(1)
-		hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&names[i]))
-		hdrs[i].Hdr.Namelen = s.fillSockaddr(&names[i], to[i])
-	}
-	failed := 0
-	for sent := 0; sent < n; {
-		var r int
-		var errno syscall.Errno
-		err := s.rc.Write(func(fd uintptr) bool {
-			r0, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&hdrs[sent])),
-				uintptr(n-sent), unix.MSG_DONTWAIT, 0, 0)
+	if st.send == nil {
+		st.send = func(fd uintptr) bool {
+			r0, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&st.hdrs[st.sent])),
+				uintptr(st.n-st.sent), unix.MSG_DONTWAIT, 0, 0)
 			if e == unix.EAGAIN || e == unix.EINTR {
 				return false
 			}
-			r, errno = int(r0), e
+			st.done, st.errno = int(r0), e
 			return true
-		})
-		if err != nil {
-			return failed + n - sent
 		}
-		if errno != 0 || r == 0 {
+	}
+	st.n = len(bufs)
+	for i := 0; i < st.n; i++ {
+		if len(bufs[i]) > 0 {
+			st.iovs[i].Base = &bufs[i][0]
+		}
+		st.iovs[i].SetLen(len(bufs[i]))
+		st.hdrs[i].Hdr.Iov = &st.iovs[i]
+		st.hdrs[i].Hdr.SetIovlen(1)
+		st.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&st.names[i]))
+		st.hdrs[i].Hdr.Namelen = s.fillSockaddr(&st.names[i], to[i])
+	}
+	failed := 0
+	for st.sent = 0; st.sent < st.n; {
+		st.done, st.errno = 0, 0
+		if err := s.rc.Write(st.send); err != nil {
+			return failed + st.n - st.sent
+		}
+		if st.errno != 0 || st.done == 0 {
 			// The first datagram of the rest was refused (for example
 			// EHOSTUNREACH): skip it and send the others.
 			failed++
-			sent++
+			st.sent++
 			continue
 		}
-		sent += r
+		st.sent += st.done
 	}
 	return failed
 }
