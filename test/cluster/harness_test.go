@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,9 +42,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a port that was free on 127.0.0.1 for both TCP and UDP.
+// handedOut remembers the ports freePort returned, because the kernel may
+// offer a just-closed port again before its first user binds it.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// freePort returns a port that was free on 127.0.0.1 for both TCP and UDP
+// and that no earlier call in this test process returned.
 func freePort(t *testing.T) int {
 	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for range 50 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -54,6 +65,10 @@ func freePort(t *testing.T) int {
 		l.Close()
 		if err == nil {
 			u.Close()
+			if handedOut[port] {
+				continue
+			}
+			handedOut[port] = true
 			return port
 		}
 	}
