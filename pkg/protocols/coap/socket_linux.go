@@ -16,9 +16,8 @@ import (
 
 // batchSocket moves many datagrams per system call with recvmmsg and
 // sendmmsg through the socket's RawConn, so waiting still goes through Go's
-// network poller. Each reader owns one batchSocket's receive side; the
-// send side keeps per-call state on the caller's stack and is safe for
-// concurrent use.
+// network poller. The per-call state lives in a readBatch or a sendState
+// that each caller owns, so the socket itself is safe for concurrent use.
 type batchSocket struct {
 	conn *net.UDPConn
 	rc   syscall.RawConn
