@@ -73,6 +73,8 @@ func TestComposeCluster(t *testing.T) {
 		t.Errorf("state served by worker %q, but gateway-1 reports owner %q", state.Worker, owner.Owner)
 	}
 
+	libcoapRoundTrip(t, s.coap[1], "compose-2")
+
 	s.run("up", "-d", "--no-recreate", "--scale", "worker=4")
 	for _, port := range s.admin {
 		waitForWorkers(t, port, 4)
@@ -294,4 +296,42 @@ func getState(ctx context.Context, t *testing.T, port int, device string) device
 		t.Fatalf("GET /d/%s/state: body %q is not the JSON state: %v", device, body, err)
 	}
 	return state
+}
+
+// libcoapRoundTrip posts telemetry and reads the state with libcoap's
+// coap-client through a published gateway port, as an operator would try
+// the cluster. It is skipped where libcoap3-bin is not installed. The
+// client exits 0 even on errors, so the state body is the check.
+func libcoapRoundTrip(t *testing.T, port int, device string) {
+	t.Helper()
+	client, err := exec.LookPath("coap-client-notls")
+	if err != nil {
+		t.Log("coap-client-notls not installed (Debian libcoap3-bin): skipping the libcoap round trip")
+		return
+	}
+	base := fmt.Sprintf("coap://127.0.0.1:%d/d/%s", port, device)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, client, "-B", "5", "-m", "post", "-e", "7", base+"/telemetry").CombinedOutput(); err != nil {
+		t.Fatalf("coap-client POST: %v\n%s", err, out)
+	}
+	bodyFile := filepath.Join(t.TempDir(), "state")
+	if out, err := exec.CommandContext(ctx, client, "-B", "5", "-o", bodyFile, base+"/state").CombinedOutput(); err != nil {
+		t.Fatalf("coap-client GET: %v\n%s", err, out)
+	}
+	body, err := os.ReadFile(bodyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Device string `json:"device"`
+		Count  int    `json:"count"`
+		Last   string `json:"last"`
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("coap-client GET state body %q: %v", body, err)
+	}
+	if st.Device != device || st.Count != 1 || st.Last != "7" {
+		t.Errorf("state via coap-client = %+v, want device %s, count 1, last 7", st, device)
+	}
 }
