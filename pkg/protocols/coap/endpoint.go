@@ -26,7 +26,7 @@ type Forwarder interface {
 	// returns the owner's link address. A non-zero observe registers an
 	// observation with that id. r.Respond is called exactly once, from a
 	// goroutine that must not block, with the encoded response (valid only
-	// during the call) or an error; it is not called when Forward itself
+	// during the call) or an error. It is not called when Forward itself
 	// returns an error. key and msg are not kept after Forward returns.
 	Forward(key []byte, msg []byte, observe uint64, r Responder) (worker string, err error)
 	// CancelObserve ends observation id at worker.
@@ -46,13 +46,13 @@ type ResponderFunc func(resp []byte, err error)
 // Respond calls f(resp, err).
 func (f ResponderFunc) Respond(resp []byte, err error) { f(resp, err) }
 
-// Errors a Forwarder returns or passes to done, wrapped; the endpoint picks
-// the device's answer from them. Any other error is treated as a lost worker:
+// Errors a Forwarder returns or passes to Respond, wrapped. The endpoint
+// picks the response to the device from them. Any other error is treated as a lost worker:
 // the request is dropped unanswered so that the device retransmits.
 var (
 	ErrNoOwner    = errors.New("no active worker owns the key")
 	ErrOverloaded = errors.New("worker overloaded")
-	ErrTimeout    = errors.New("worker did not answer in time")
+	ErrTimeout    = errors.New("worker timed out")
 	// ErrBadKey rejects a session key that cannot be routed, such as one
 	// longer than the link carries; the device gets 4.00.
 	ErrBadKey = errors.New("invalid session key")
@@ -70,7 +70,7 @@ const (
 type Options struct {
 	// Addr is the UDP listen address, default ":5683".
 	Addr string
-	// Key says where the session key is in a request.
+	// Key is where a request's session key is found.
 	Key       config.CoAPKey
 	Forwarder Forwarder
 	Metrics   *metrics.Metrics
@@ -87,10 +87,14 @@ type Options struct {
 	MaxBody int
 	// MaxExchanges bounds the exchanges remembered for duplicate
 	// detection. Default 262144.
+	// NOTE: above about 1,000 requests/s the default holds less than
+	// EXCHANGE_LIFETIME (at 77k req/s about 3.4 s), so a late duplicate
+	// is forwarded again; shardgate_packets_total{outcome="exchange_evicted"}
+	// counts the early evictions.
 	MaxExchanges int
 	// Readers is the number of goroutines reading the socket. Default GOMAXPROCS.
 	Readers int
-	// BatchResponses queues worker responses delivered by Forward's done
+	// BatchResponses queues worker responses delivered through Respond
 	// callbacks until FlushResponses, which the caller must then call after
 	// each burst of callbacks (the gateway does after each link read).
 	// When false, each response is sent at once.

@@ -29,6 +29,8 @@ type fakeForwarder struct {
 	bodies   [][]byte
 	observes []uint64
 	cancels  []uint64
+	// forwardErr makes Forward itself return err instead of Respond.
+	forwardErr bool
 }
 
 func (f *fakeForwarder) Forward(key, msg []byte, observe uint64, r Responder) (string, error) {
@@ -36,7 +38,11 @@ func (f *fakeForwarder) Forward(key, msg []byte, observe uint64, r Responder) (s
 	f.keys = append(f.keys, string(key))
 	f.observes = append(f.observes, observe)
 	delay, ferr, payload := f.delay, f.err, f.payload
+	immediate := f.forwardErr
 	f.mu.Unlock()
+	if immediate && ferr != nil {
+		return "", ferr
+	}
 	var m message.Message
 	m.Options = make(message.Options, 0, maxOptions)
 	if err := decode(msg, &m); err != nil {

@@ -162,3 +162,22 @@ func TestUploadLimitPerPeer(t *testing.T) {
 		}
 	}
 }
+
+func TestFailedObservationMoveTellsDevice(t *testing.T) {
+	fw := &fakeForwarder{}
+	e, c := startEndpoint(t, fw, nil)
+	reg := request(typeCON, codes.GET, 0x7500, []byte{0x0E}, "d/mv/state", message.Options{{ID: optObserve}}, nil)
+	roundTrip(t, c, reg, time.Second)
+	fw.mu.Lock()
+	fw.err = ErrOverloaded
+	fw.forwardErr = true
+	fw.mu.Unlock()
+	e.Reroute(func([]byte) string { return "worker-b" })
+	m := parse(t, receive(t, c, time.Second))
+	if m.Code != codes.ServiceUnavailable || !bytes.Equal(m.Token, []byte{0x0E}) {
+		t.Fatalf("after a failed move: %v, want a 5.03 notification with the registration token", m)
+	}
+	if n := e.observes.len(); n != 0 {
+		t.Fatalf("%d registrations left, want 0", n)
+	}
+}

@@ -204,7 +204,8 @@ func observeValue(b []byte) (uint32, bool) {
 	return uintOption(m.Options, optObserve)
 }
 
-// endObservation removes registration id; cancel also tells its worker.
+// endObservation removes registration id. With cancel set, it also
+// cancels the observation at its worker.
 func (e *Endpoint) endObservation(id uint64, cancel bool) {
 	o := e.observes.remove(id)
 	if o == nil {
@@ -292,7 +293,11 @@ func (e *Endpoint) Reroute(ownerOf func(key []byte) string) {
 			}
 		}))
 		if err != nil {
-			e.log.Warn().Err(err).Uint64("observation", id).Msg("coap: could not move observation to its new owner")
+			// The move failed (for example "overloaded" when thousands move
+			// at once): the device is told to register again.
+			e.counts.observeLost.Inc()
+			e.abandonObservation(o)
+			e.opts.Forwarder.CancelObserve(old, o.key, id)
 			continue
 		}
 		e.opts.Forwarder.CancelObserve(old, o.key, id)

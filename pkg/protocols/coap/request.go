@@ -37,6 +37,7 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 	if ex == nil {
 		return
 	}
+
 	if id, reason := badCritical(m.Options); id != 0 {
 		e.counts.badOption.Inc()
 		if typ != typeCON {
@@ -52,10 +53,13 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 		e.answer(ex, sc, codeProxyNotSupport, nil, nil)
 		return
 	}
+
 	key := e.sessionKey(m, from, sc)
 	c := &ex.call
 	*c = call{e: e, ex: ex, from: from, start: now}
 	c.token = c.tokenBuf[:copy(c.tokenBuf[:], m.Token)]
+
+	// Block-wise transfers end here: the worker sees whole bodies.
 	fwd := b
 	if v, ok := uintOption(m.Options, optBlock2); ok {
 		c.block2, c.wantBlock2 = parseBlock(v), true
@@ -76,10 +80,12 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 		}
 		fwd = e.withoutOptions(sc, m, body, optBlock1, optSize1, optBlock2)
 	}
+
 	var obsID uint64
 	if m.Code == codes.GET {
 		obsID = e.observeRequest(c, m, key, fwd)
 	}
+
 	// c lives in the exchange, which may be recycled as soon as the
 	// response is delivered, possibly before Forward returns.
 	obs := c.obs
@@ -223,8 +229,8 @@ func (c *call) Respond(resp []byte, err error) {
 			resp = out
 		}
 	}
-	// done runs on a link event loop; FlushResponses sends the batch when
-	// the loop has handled everything it read.
+	// Respond runs on a link event loop, and FlushResponses sends the
+	// batch when the loop has handled everything it read.
 	if !e.opts.BatchResponses {
 		e.deliver(c.ex, resp, nil)
 		return
