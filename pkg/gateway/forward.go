@@ -25,8 +25,8 @@ type forwarder struct {
 }
 
 var (
-	_ coap.Forwarder     = (*forwarder)(nil)
-	_ diameter.Forwarder = diameterForwarder{}
+	_ coap.QueueForwarder = (*forwarder)(nil)
+	_ diameter.Forwarder  = diameterForwarder{}
 )
 
 // The Diameter server rejects keys longer than the link carries; this fails
@@ -35,6 +35,18 @@ const _ = uint(diameter.MaxKey-link.MaxKey) + uint(link.MaxKey-diameter.MaxKey)
 
 // Forward implements coap.Forwarder.
 func (f *forwarder) Forward(key, msg []byte, observe uint64, r coap.Responder) (string, error) {
+	return f.forward(key, msg, observe, r, false)
+}
+
+// QueueForward implements coap.QueueForwarder: the frame waits for Flush.
+func (f *forwarder) QueueForward(key, msg []byte, observe uint64, r coap.Responder) (string, error) {
+	return f.forward(key, msg, observe, r, true)
+}
+
+// Flush implements coap.QueueForwarder.
+func (f *forwarder) Flush() { f.link.Flush() }
+
+func (f *forwarder) forward(key, msg []byte, observe uint64, r coap.Responder, queued bool) (string, error) {
 	if len(key) > link.MaxKey {
 		return "", fmt.Errorf("%w: %d bytes, the maximum is %d", coap.ErrBadKey, len(key), link.MaxKey)
 	}
@@ -49,7 +61,13 @@ func (f *forwarder) Forward(key, msg []byte, observe uint64, r coap.Responder) (
 	}
 	rcv := receivers.Get().(*coapReceiver)
 	rcv.r = r
-	if err := f.link.SendTo(owner.Addr, &fr, rcv); err != nil {
+	var err error
+	if queued {
+		err = f.link.QueueTo(owner.Addr, &fr, rcv)
+	} else {
+		err = f.link.SendTo(owner.Addr, &fr, rcv)
+	}
+	if err != nil {
 		rcv.release()
 		return "", coapError(err)
 	}

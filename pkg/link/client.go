@@ -70,6 +70,10 @@ type Client struct {
 	stop       chan struct{} // closed by Close to end the timeout goroutine
 	tickerDone chan struct{}
 
+	// live lists every connection for Flush, replaced whole on each dial
+	// and Forget so that Flush reads it without locking.
+	live atomic.Pointer[[]*clientConn]
+
 	mu      sync.Mutex
 	workers map[string]*worker
 	closed  bool
@@ -143,6 +147,27 @@ func (cb Callback) Receive(resp *Frame, err error) { cb(resp, err) }
 
 // SendTo is Send with a Receiver.
 func (c *Client) SendTo(workerAddr string, f *Frame, r Receiver) error {
+	return c.sendTo(workerAddr, f, r, false)
+}
+
+// QueueTo is SendTo except that the frame may wait in the connection's
+// queue until the next Flush, so that a caller handling a batch of requests
+// sends each connection's share in one write. A later SendTo on the same
+// connection also writes it.
+func (c *Client) QueueTo(workerAddr string, f *Frame, r Receiver) error {
+	return c.sendTo(workerAddr, f, r, true)
+}
+
+// Flush writes the frames queued by QueueTo on every connection.
+func (c *Client) Flush() {
+	if conns := c.live.Load(); conns != nil {
+		for _, cc := range *conns {
+			_ = cc.w.writeNow() // a failure closes the connection, which fails its requests
+		}
+	}
+}
+
+func (c *Client) sendTo(workerAddr string, f *Frame, r Receiver, deferred bool) error {
 	if r == nil {
 		return errors.New("link: SendTo needs a receiver")
 	}
@@ -155,7 +180,7 @@ func (c *Client) SendTo(workerAddr string, f *Frame, r Receiver) error {
 	if f.Flags&FlagObserve == 0 || f.Corr == 0 {
 		f.Corr = c.corr.Add(1)
 	}
-	return cc.request(f, cb)
+	return cc.request(f, cb, deferred)
 }
 
 // SendCancel sends a frame that gets no response, such as a cancel frame
@@ -181,6 +206,18 @@ func (c *Client) Forget(workerAddr string) {
 	if w != nil {
 		w.shutdown()
 	}
+	c.refreshLive()
+}
+
+// refreshLive rebuilds the connection list that Flush walks.
+func (c *Client) refreshLive() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var conns []*clientConn
+	for _, w := range c.workers {
+		conns = w.appendConns(conns)
+	}
+	c.live.Store(&conns)
 }
 
 // Close closes every connection, failing pending requests with ErrClosed,

@@ -81,8 +81,9 @@ func newClientConn(c *Client, addr string) *clientConn {
 
 func (cc *clientConn) isClosed() bool { return cc.closed.Load() }
 
-// request registers cb under f.Corr and queues f.
-func (cc *clientConn) request(f *Frame, cb Receiver) error {
+// request registers cb under f.Corr and queues f, writing it at once unless
+// deferred is set.
+func (cc *clientConn) request(f *Frame, cb Receiver, deferred bool) error {
 	deadline := cc.c.now() + int64(cc.c.opts.RequestTimeout)
 	cc.mu.Lock()
 	if cc.pending == nil {
@@ -96,7 +97,12 @@ func (cc *clientConn) request(f *Frame, cb Receiver) error {
 	cc.pending[f.Corr] = pendingRequest{cb: cb, deadline: deadline}
 	cc.mu.Unlock()
 
-	err := cc.w.send(f)
+	var err error
+	if deferred {
+		err = cc.w.queue(f)
+	} else {
+		err = cc.w.send(f)
+	}
 	if err == nil {
 		return nil
 	}

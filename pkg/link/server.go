@@ -39,6 +39,17 @@ type Handler interface {
 	ServeFrame(p Peer, f *Frame)
 }
 
+// InlineHandler is a Handler that can tell, frame by frame, that ServeFrame
+// will return at once without blocking: it only touches memory. The Server
+// then calls ServeFrame on the event loop that read the frame, skipping the
+// hand-off to the pool and back, and the response leaves in the same write
+// as the other responses to that read. Inline must itself be fast and must
+// not block.
+type InlineHandler interface {
+	Handler
+	Inline(f *Frame) bool
+}
+
 // ServerOptions configures a Server. Zero values take the defaults below.
 type ServerOptions struct {
 	Addr    string // host:port to listen on, where port 0 picks a free port
@@ -59,7 +70,9 @@ type ServerOptions struct {
 // Its methods are safe for concurrent use.
 type Server struct {
 	opts ServerOptions
-	log  zerolog.Logger
+	// inline is opts.Handler when it implements InlineHandler, else nil.
+	inline InlineHandler
+	log    zerolog.Logger
 	// dropLog logs rejected frames, sampled because a flood repeats them.
 	dropLog zerolog.Logger
 
@@ -87,8 +100,10 @@ func NewServer(o ServerOptions) *Server {
 		o.QueueLen = 1024
 	}
 	log := o.Logger.With().Str("component", "link-server").Logger()
+	inline, _ := o.Handler.(InlineHandler)
 	return &Server{
 		opts:    o,
+		inline:  inline,
 		log:     log,
 		dropLog: log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second}),
 		addr:    o.Addr,

@@ -57,7 +57,11 @@ func (e *serverEvents) OnTraffic(c gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close
 	}
-	if err := readFrames(c, p); err != nil {
+	// Responses from handlers run inline go out in one write after the read.
+	p.w.beginLoop()
+	err := readFrames(c, p)
+	p.w.endLoop()
+	if err != nil {
 		e.s.dropLog.Warn().Err(err).Str("gateway", p.remote).
 			Msg("closing link connection after a protocol error")
 		return gnet.Close
@@ -141,6 +145,10 @@ func (p *peer) scratch() *Frame { return &p.frame }
 func (p *peer) receive(f *Frame) error {
 	switch f.Type {
 	case TypeRequest, TypeCancel:
+		if p.s.inline != nil && p.s.inline.Inline(f) {
+			p.s.serveInline(p, f)
+			return nil
+		}
 		p.s.dispatch(p, f)
 		return nil
 	case TypePing:
@@ -223,22 +231,33 @@ func (s *Server) work() {
 	}
 }
 
-// serve recovers a panicking handler so one bad request does not end the
-// worker process, and answers the request StatusHandlerError.
+// serve runs Handler for a queued frame.
 func (s *Server) serve(j *job) {
 	defer j.release()
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
-		f := &j.frame
-		s.log.Error().Str("gateway", j.peer.remote).Uint64("corr", f.Corr).
-			Str("type", f.Type.String()).Interface("panic", v).Msg("link handler panicked")
-		if f.Type == TypeRequest {
-			resp := statusResponse(f, StatusHandlerError)
-			_ = j.peer.w.send(&resp)
-		}
-	}()
+	defer s.recoverHandler(j.peer, &j.frame)
 	s.opts.Handler.ServeFrame(j.peer, &j.frame)
+}
+
+// serveInline runs Handler on the event loop for a frame that its Inline
+// method accepted. f aliases gnet's read buffer, which the contract of
+// ServeFrame allows.
+func (s *Server) serveInline(p *peer, f *Frame) {
+	defer s.recoverHandler(p, f)
+	s.opts.Handler.ServeFrame(p, f)
+}
+
+// recoverHandler, deferred around ServeFrame, recovers a panicking handler
+// so one bad request does not end the worker process, and responds to the
+// request with StatusHandlerError.
+func (s *Server) recoverHandler(p *peer, f *Frame) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.log.Error().Str("gateway", p.remote).Uint64("corr", f.Corr).
+		Str("type", f.Type.String()).Interface("panic", v).Msg("link handler panicked")
+	if f.Type == TypeRequest {
+		resp := statusResponse(f, StatusHandlerError)
+		_ = p.w.send(&resp)
+	}
 }

@@ -67,6 +67,7 @@ func (w *worker) pick() (*clientConn, error) {
 	}
 	w.backoff = minRedialBackoff
 	w.conns[i].Store(cc)
+	w.c.refreshLive()
 	return cc, nil
 }
 

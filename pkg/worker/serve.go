@@ -27,7 +27,13 @@ type obsKey struct {
 	id   uint64
 }
 
-var _ link.Handler = (*frameHandler)(nil)
+var _ link.InlineHandler = (*frameHandler)(nil)
+
+// Inline implements link.InlineHandler: cancels and the requests of
+// applications that never block run on the link's event loop.
+func (h *frameHandler) Inline(f *link.Frame) bool {
+	return f.Type == link.TypeCancel || h.mux.NonBlocking(app.Proto(f.Proto))
+}
 
 // ServeFrame implements link.Handler.
 func (h *frameHandler) ServeFrame(p link.Peer, f *link.Frame) {

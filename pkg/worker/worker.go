@@ -58,7 +58,8 @@ func New(cfg config.Worker, log zerolog.Logger) (*Worker, error) {
 		return nil, err
 	}
 	w.handler = &frameHandler{mux: mux, log: log, observers: make(map[obsKey]*observer)}
-	w.server = link.NewServer(link.ServerOptions{Addr: cfg.LinkAddr, Handler: w.handler, Logger: log})
+	// One event loop per CPU, because the applications run on the loops.
+	w.server = link.NewServer(link.ServerOptions{Addr: cfg.LinkAddr, Handler: w.handler, Logger: log, Multicore: true})
 	if err := w.server.Start(); err != nil {
 		return nil, fmt.Errorf("worker: --link-addr %q: %w", cfg.LinkAddr, err)
 	}

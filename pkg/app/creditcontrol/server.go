@@ -60,6 +60,10 @@ func New(o Options) (*Server, error) {
 // Lookup returns the state of the session with id, for tests and debugging.
 func (s *Server) Lookup(id string) (Session, bool) { return s.opts.Store.Get(id) }
 
+// NonBlocking marks the Server as safe to run on the link's event loop: Serve
+// only works in memory.
+func (s *Server) NonBlocking() {}
+
 // Serve answers one CCR (RFC 4006 §3.1): the answer echoes Session-Id
 // first, Auth-Application-Id, CC-Request-Type and CC-Request-Number.
 func (s *Server) Serve(_ context.Context, req *app.Request) ([]byte, error) {

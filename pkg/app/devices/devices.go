@@ -114,6 +114,10 @@ func (a *App) Run(ctx context.Context) {
 	}
 }
 
+// NonBlocking marks the App as safe to run on the link's event loop: Serve
+// only works in memory.
+func (a *App) NonBlocking() {}
+
 // Serve decodes one CoAP request and returns the encoded response. A bad
 // request gets a CoAP error response and no error. Serve returns an error
 // only for a request of another protocol or a response it cannot encode.

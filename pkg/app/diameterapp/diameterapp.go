@@ -64,6 +64,10 @@ func NewHandler(opts Options) *Handler {
 // CreditControl returns the credit-control application, for session lookups.
 func (h *Handler) CreditControl() *creditcontrol.Server { return h.cc }
 
+// NonBlocking marks the Handler as safe to run on the link's event loop: Serve
+// only works in memory.
+func (h *Handler) NonBlocking() {}
+
 // Serve answers one request, or returns an error for bytes that are not a
 // Diameter request (the gateway validated framing, so that is a bug upstream).
 func (h *Handler) Serve(ctx context.Context, req *app.Request) ([]byte, error) {

@@ -24,6 +24,10 @@ var _ app.Handler = (*App)(nil)
 // New returns an App answering as id.
 func New(id dia.Identity) *App { return &App{id: id} }
 
+// NonBlocking marks the App as safe to run on the link's event loop: Serve
+// only works in memory.
+func (a *App) NonBlocking() {}
+
 // Serve answers one Test-Request.
 func (a *App) Serve(_ context.Context, req *app.Request) ([]byte, error) {
 	h, err := dia.ReadHeader(req.Message)

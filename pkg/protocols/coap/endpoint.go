@@ -33,6 +33,16 @@ type Forwarder interface {
 	CancelObserve(worker string, key []byte, id uint64)
 }
 
+// QueueForwarder is a Forwarder that can hold requests until Flush, so that
+// the requests of one read batch reach each worker in one write. The
+// endpoint's readers call QueueForward instead of Forward, and Flush at the
+// end of each batch.
+type QueueForwarder interface {
+	Forwarder
+	QueueForward(key []byte, msg []byte, observe uint64, r Responder) (worker string, err error)
+	Flush()
+}
+
 // Responder receives the worker's response to one forwarded request. It is
 // an interface rather than a function so that the endpoint can pass its
 // per-request record without allocating a closure.
@@ -92,7 +102,10 @@ type Options struct {
 	// is forwarded again; shardgate_packets_total{outcome="exchange_evicted"}
 	// counts the early evictions.
 	MaxExchanges int
-	// Readers is the number of goroutines reading the socket. Default GOMAXPROCS.
+	// Readers is the number of goroutines reading datagrams. On Linux each
+	// has its own socket, bound with SO_REUSEPORT to the same address, so
+	// the kernel spreads devices over them and no reader waits for another.
+	// Default: the number of CPUs.
 	Readers int
 	// BatchResponses queues worker responses delivered through Respond
 	// callbacks until FlushResponses, which the caller must then call after
@@ -125,7 +138,7 @@ func (o *Options) setDefaults() {
 		o.MaxExchanges = 1 << 18
 	}
 	if o.Readers <= 0 {
-		o.Readers = runtime.GOMAXPROCS(0)
+		o.Readers = runtime.NumCPU()
 	}
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = AckTimeout
@@ -136,9 +149,13 @@ func (o *Options) setDefaults() {
 type Endpoint struct {
 	opts Options
 	log  zerolog.Logger
-	conn *net.UDPConn
-	sock *batchSocket
-	mid  atomic.Uint32
+	// conns are the bound sockets, one per reader on Linux. conn and sock
+	// are the first, which sends everything not sent by a reader.
+	conns []*net.UDPConn
+	socks []*batchSocket
+	conn  *net.UDPConn
+	sock  *batchSocket
+	mid   atomic.Uint32
 
 	// linkMu guards linkOut, the batch of responses delivered by link
 	// callbacks, which FlushResponses sends. Lock order: linkMu, then an
@@ -148,9 +165,11 @@ type Endpoint struct {
 
 	exchanges *exchangeCache
 	out       *outbound
-	blocks    *blockStore
-	observes  *observeTable
-	counts    counters
+	// queue is opts.Forwarder when it implements QueueForwarder, else nil.
+	queue    QueueForwarder
+	blocks   *blockStore
+	observes *observeTable
+	counts   counters
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -165,7 +184,9 @@ func New(opts Options) (*Endpoint, error) {
 		return nil, errors.New("coap: endpoint needs Metrics")
 	}
 	opts.setDefaults()
+	queue, _ := opts.Forwarder.(QueueForwarder)
 	e := &Endpoint{
+		queue:    queue,
 		opts:     opts,
 		log:      opts.Logger.With().Str("component", "coap").Logger(),
 		blocks:   newBlockStore(),
@@ -185,21 +206,28 @@ func (e *Endpoint) Listen() error {
 	if err != nil {
 		return fmt.Errorf("coap: resolve listen address %q: %w", e.opts.Addr, err)
 	}
-	conn, err := net.ListenUDP("udp", addr)
+	conns, err := listenUDP(addr, e.opts.Readers)
 	if err != nil {
 		return fmt.Errorf("coap: listen on %q: %w", e.opts.Addr, err)
 	}
-	// Large socket buffers absorb bursts while readers are busy; the
-	// kernel caps them at net.core.rmem_max / wmem_max.
-	_ = conn.SetReadBuffer(4 << 20)
-	_ = conn.SetWriteBuffer(4 << 20)
-	sock, err := newBatchSocket(conn)
-	if err != nil {
-		conn.Close()
-		return err
+	for _, conn := range conns {
+		// Large socket buffers absorb bursts while readers are busy; the
+		// kernel caps them at net.core.rmem_max / wmem_max.
+		_ = conn.SetReadBuffer(4 << 20)
+		_ = conn.SetWriteBuffer(4 << 20)
+		sock, err := newBatchSocket(conn)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			e.socks = nil
+			return err
+		}
+		e.socks = append(e.socks, sock)
 	}
-	e.conn, e.sock = conn, sock
-	e.linkOut = newOutBatch(sock, e.countSendErrors)
+	e.conns = conns
+	e.conn, e.sock = conns[0], e.socks[0]
+	e.linkOut = newOutBatch(e.sock, e.countSendErrors)
 	return nil
 }
 
@@ -225,10 +253,11 @@ func (e *Endpoint) Serve(ctx context.Context) error {
 	go e.timers()
 	errs := make(chan error, e.opts.Readers)
 	for i := 0; i < e.opts.Readers; i++ {
+		sock := e.socks[i%len(e.socks)]
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
-			errs <- e.read()
+			errs <- e.read(sock)
 		}()
 	}
 	var err error
@@ -248,8 +277,8 @@ func (e *Endpoint) Close() {
 	case <-e.stop:
 	default:
 		close(e.stop)
-		if e.conn != nil {
-			e.conn.Close()
+		for _, c := range e.conns {
+			c.Close()
 		}
 	}
 }
@@ -261,14 +290,18 @@ type scratch struct {
 	out []byte
 	// batch collects the replies to one read batch; nil sends at once.
 	batch *outBatch
+	// queued is set when a request of this batch waits in the forwarder
+	// for Flush.
+	queued bool
 }
 
-func (e *Endpoint) read() error {
+// read serves one reader's socket until it closes.
+func (e *Endpoint) read(sock *batchSocket) error {
 	rb := newReadBatch()
 	sc := &scratch{msg: message.Message{Options: make(message.Options, 0, maxOptions)},
-		key: make([]byte, 0, 64), out: make([]byte, 0, 2048), batch: newOutBatch(e.sock, e.countSendErrors)}
+		key: make([]byte, 0, 64), out: make([]byte, 0, 2048), batch: newOutBatch(sock, e.countSendErrors)}
 	for {
-		n, err := e.sock.read(rb)
+		n, err := sock.read(rb)
 		if err != nil {
 			select {
 			case <-e.stop:
@@ -288,6 +321,10 @@ func (e *Endpoint) read() error {
 				continue
 			}
 			e.handle(b, from, sc)
+		}
+		if sc.queued {
+			sc.queued = false
+			e.queue.Flush()
 		}
 		sc.batch.flush()
 	}

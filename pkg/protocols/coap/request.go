@@ -89,7 +89,14 @@ func (e *Endpoint) request(b []byte, from netip.AddrPort, typ uint8, mid uint16,
 	// c lives in the exchange, which may be recycled as soon as the
 	// response is delivered, possibly before Forward returns.
 	obs := c.obs
-	worker, err := e.opts.Forwarder.Forward(key, fwd, obsID, c)
+	var worker string
+	var err error
+	if e.queue != nil {
+		worker, err = e.queue.QueueForward(key, fwd, obsID, c)
+		sc.queued = true
+	} else {
+		worker, err = e.opts.Forwarder.Forward(key, fwd, obsID, c)
+	}
 	if err != nil {
 		if obs != nil {
 			e.observes.remove(obs.id)

@@ -3,6 +3,7 @@
 package coap
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -47,6 +48,44 @@ func newBatchSocket(conn *net.UDPConn) (*batchSocket, error) {
 		_, v6 = sa.(*unix.SockaddrInet6)
 	}
 	return &batchSocket{conn: conn, rc: rc, v6: v6}, nil
+}
+
+// listenUDP binds n sockets to addr with SO_REUSEPORT, one per reader, so
+// that the kernel spreads devices over them by address and port, and readers
+// never queue on one descriptor's read lock. A plain bind first claims the
+// address: it fails with "address already in use" when another process
+// holds the port, even one that set SO_REUSEPORT too, and resolves port 0.
+func listenUDP(addr *net.UDPAddr, n int) ([]*net.UDPConn, error) {
+	probe, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if n <= 1 {
+		return []*net.UDPConn{probe}, nil
+	}
+	bound := probe.LocalAddr().String()
+	probe.Close()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	conns := make([]*net.UDPConn, 0, n)
+	for range n {
+		pc, err := lc.ListenPacket(context.Background(), "udp", bound)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, fmt.Errorf("bind reader socket %d of %d with SO_REUSEPORT: %w", len(conns)+1, n, err)
+		}
+		conns = append(conns, pc.(*net.UDPConn))
+	}
+	return conns, nil
 }
 
 // readBatch is one reader's receive buffers.

@@ -48,3 +48,12 @@ func (s *batchSocket) writeBatch(_ *sendState, bufs [][]byte, to []netip.AddrPor
 	}
 	return failed
 }
+
+// listenUDP binds one socket, which all readers share.
+func listenUDP(addr *net.UDPAddr, _ int) ([]*net.UDPConn, error) {
+	conn, err := net.ListenUDP("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return []*net.UDPConn{conn}, nil
+}
