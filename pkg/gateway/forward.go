@@ -25,8 +25,8 @@ type forwarder struct {
 }
 
 var (
-	_ coap.QueueForwarder = (*forwarder)(nil)
-	_ diameter.Forwarder  = diameterForwarder{}
+	_ coap.QueueForwarder     = (*forwarder)(nil)
+	_ diameter.QueueForwarder = diameterForwarder{}
 )
 
 // The Diameter server rejects keys longer than the link carries; this fails
@@ -125,12 +125,24 @@ type diameterForwarder struct{ f *forwarder }
 
 // Forward implements diameter.Forwarder.
 func (d diameterForwarder) Forward(key, msg []byte, done func(answer []byte, err error)) error {
+	return d.forward(key, msg, done, false)
+}
+
+// QueueForward implements diameter.QueueForwarder: the frame waits for Flush.
+func (d diameterForwarder) QueueForward(key, msg []byte, done func(answer []byte, err error)) error {
+	return d.forward(key, msg, done, true)
+}
+
+// Flush implements diameter.QueueForwarder.
+func (d diameterForwarder) Flush() { d.f.link.Flush() }
+
+func (d diameterForwarder) forward(key, msg []byte, done func(answer []byte, err error), queued bool) error {
 	shard, owner, ok := d.f.ring.Lookup(key)
 	if !ok {
 		return errors.New("no active worker owns the session")
 	}
 	fr := link.Frame{Proto: link.ProtoDiameter, Shard: shard, Key: key, Body: msg}
-	err := d.f.link.Send(owner.Addr, &fr, func(resp *link.Frame, err error) {
+	cb := link.Callback(func(resp *link.Frame, err error) {
 		if err == nil {
 			err = resp.Status.Err()
 		}
@@ -140,6 +152,12 @@ func (d diameterForwarder) Forward(key, msg []byte, done func(answer []byte, err
 		}
 		done(resp.Body, nil)
 	})
+	var err error
+	if queued {
+		err = d.f.link.QueueTo(owner.Addr, &fr, cb)
+	} else {
+		err = d.f.link.SendTo(owner.Addr, &fr, cb)
+	}
 	return diameterError(err)
 }
 

@@ -42,9 +42,12 @@ func main() {
 		os.Exit(1)
 	}
 	res.Scenario, res.Rep = meta.scenario, meta.rep
-	fmt.Printf("%s rep %d: %.0f req/s p50 %.0fus p99 %.0fus p99.9 %.0fus max %.0fus lost %d retx %d outcomes %v cpu %v\n",
+	fmt.Printf("%s rep %d: %.0f req/s p50 %.0fus p99 %.0fus p99.9 %.0fus max %.0fus "+
+		"(receipt stamped by %s clock; p99 at user-space read %.0fus, send lag p99 %.0fus) "+
+		"lost %d retx %d outcomes %v cpu %v\n",
 		res.Scenario, res.Rep, res.Throughput, res.Latency.P50, res.Latency.P99, res.Latency.P999,
-		res.Latency.Max, res.Lost, res.Retransmits, res.Outcomes, res.CPU)
+		res.Latency.Max, res.RxClock, res.ReadLatency.P99, res.SendLag.P99,
+		res.Lost, res.Retransmits, res.Outcomes, res.CPU)
 	if out != "" {
 		if err := result.Write(out, res); err != nil {
 			log.Error().Err(err).Str("path", out).Msg("write result")

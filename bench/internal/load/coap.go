@@ -161,10 +161,10 @@ func (p *coapProto) fill(f *flow, i int, s *slot) {
 	binary.BigEndian.PutUint32(s.buf[8:], s.gen)
 }
 
-// onResponse matches one datagram from the server. A piggybacked or separate
-// response is matched by token; an empty ACK or RST by Message ID. A CON
-// response gets an empty ACK (RFC 7252 §5.2.2).
-func (p *coapProto) onResponse(f *flow, b []byte, now int64) {
+// onResponse matches one datagram from the server, which arrived at. A
+// piggybacked or separate response is matched by token; an empty ACK or RST
+// by Message ID. A CON response gets an empty ACK (RFC 7252 §5.2.2).
+func (p *coapProto) onResponse(f *flow, b []byte, at arrival) {
 	if len(b) < coapHeaderLen || b[0]>>6 != 1 {
 		f.count("malformed")
 		return
@@ -178,12 +178,12 @@ func (p *coapProto) onResponse(f *flow, b []byte, now int64) {
 			return
 		}
 		if typ == coapTypeRST {
-			f.complete(int(i), f.slots[i].gen, "rst", now)
+			f.complete(int(i), f.slots[i].gen, "rst", at)
 			return
 		}
 		// Stop retransmitting and wait for the separate response.
 		f.slots[i].acked = true
-		f.slots[i].deadline = now + f.r.lossAfter()
+		f.slots[i].deadline = at.read + f.r.lossAfter()
 		return
 	}
 	if typ == coapTypeCON {
@@ -198,7 +198,7 @@ func (p *coapProto) onResponse(f *flow, b []byte, now int64) {
 	}
 	slot := binary.BigEndian.Uint32(b[4:])
 	gen := binary.BigEndian.Uint32(b[8:])
-	f.complete(int(slot), gen, codeString(code), now)
+	f.complete(int(slot), gen, codeString(code), at)
 }
 
 // codeString formats a CoAP code as class.detail, as in "2.05".

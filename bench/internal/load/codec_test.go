@@ -187,7 +187,7 @@ func FuzzCoAPResponse(f *testing.F) {
 		if err := fl.start(); err != nil {
 			t.Fatal(err)
 		}
-		fl.onDatagram(b, 1)
+		fl.onDatagram(b, readNow(1))
 		if len(b) >= 12 && binary.BigEndian.Uint32(b[4:]) >= 2 && fl.st.completed > 0 {
 			t.Fatalf("completed a response for slot %d of 2", binary.BigEndian.Uint32(b[4:]))
 		}

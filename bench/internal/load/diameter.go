@@ -258,7 +258,10 @@ func (f *flow) onDiameter(msg []byte, h diamHeader) {
 		f.count("stale")
 		return
 	}
-	f.complete(i, f.slots[i].gen, resultLabel(resultCode(msg)), f.r.now())
+	// Answers come through a buffered TCP stream, where one read can carry
+	// several answers and no kernel timestamp marks each one, so they are
+	// stamped when the reader parses them (rx_clock "user").
+	f.complete(i, f.slots[i].gen, resultLabel(resultCode(msg)), readNow(f.r.now()))
 }
 
 // resultLabels contains the outcome labels of Result-Codes below 6000 (every

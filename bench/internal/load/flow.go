@@ -67,8 +67,14 @@ type flow struct {
 // stats are one flow's counters; the runner merges them at the end.
 type stats struct {
 	sent, completed, lost, retransmits uint64
-	outcomes                           map[string]uint64
-	latency, service, lag              hist.Histogram
+	// noRxStamp counts datagrams read from a socket with SO_TIMESTAMPNS on
+	// that carried no kernel timestamp and were stamped at the read.
+	noRxStamp             uint64
+	outcomes              map[string]uint64
+	latency, service, lag hist.Histogram
+	// readLatency runs from the intended send time to the reader
+	// goroutine's read, so it adds the generator's wakeup to latency.
+	readLatency hist.Histogram
 }
 
 func (st *stats) merge(o *stats) {
@@ -82,7 +88,23 @@ func (st *stats) merge(o *stats) {
 	st.latency.Merge(&o.latency)
 	st.service.Merge(&o.service)
 	st.lag.Merge(&o.lag)
+	st.noRxStamp += o.noRxStamp
+	st.readLatency.Merge(&o.readLatency)
 }
+
+// arrival is when a response reached the generator, in ns since the run's
+// base.
+type arrival struct {
+	// stamp is the kernel's receive timestamp on the socket, or read where
+	// there is none. Latency and service latency end here.
+	stamp int64
+	// read is when the reader goroutine got the response. It is the
+	// current time for the flow's timers and next sends.
+	read int64
+}
+
+// readNow returns an arrival stamped at the read time now.
+func readNow(now int64) arrival { return arrival{stamp: now, read: now} }
 
 func newFlow(r *runner, id, nslots int, p proto) *flow {
 	f := &flow{
@@ -123,8 +145,9 @@ func (f *flow) issue(i int, intended, now int64) {
 }
 
 // complete records the response to slot i and, in closed loop, reuses the
-// slot at once. It ignores responses whose generation is stale.
-func (f *flow) complete(i int, gen uint32, outcome string, now int64) {
+// slot at once. Latency ends at at.stamp, and the slot's next request starts
+// from at.read. It ignores responses whose generation is stale.
+func (f *flow) complete(i int, gen uint32, outcome string, at arrival) {
 	if i < 0 || i >= len(f.slots) {
 		f.count("unmatched")
 		return
@@ -134,14 +157,15 @@ func (f *flow) complete(i int, gen uint32, outcome string, now int64) {
 		f.count("stale")
 		return
 	}
-	if f.r.inWindow(now) {
+	if f.r.inWindow(at.read) {
 		f.st.completed++
 		f.done.Add(1)
 		f.count(outcome)
-		f.st.latency.Record(time.Duration(now - s.intended))
-		f.st.service.Record(time.Duration(now - s.sent))
+		f.st.latency.Record(time.Duration(at.stamp - s.intended))
+		f.st.service.Record(time.Duration(at.stamp - s.sent))
+		f.st.readLatency.Record(time.Duration(at.read - s.intended))
 	}
-	f.release(i, now)
+	f.release(i, at.read)
 }
 
 // release frees slot i; in closed loop it starts the next request at once.
@@ -219,9 +243,11 @@ func (f *flow) start() error {
 }
 
 // pace sends every open-loop request whose intended time has come, while
-// slots are free. Latency counts from the intended time, so a request that
-// waits for a slot or for the pacer shows that wait.
-func (f *flow) pace(now int64, interval int64) error {
+// slots are free, and returns the intended time of the next request. That
+// time is in the past when no slot was free. Latency counts from the
+// intended time, so a request that waits for a slot or for the pacer shows
+// that wait.
+func (f *flow) pace(now int64, interval int64) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for f.next <= now && len(f.free) > 0 && f.canSend(f.next) {
@@ -230,12 +256,5 @@ func (f *flow) pace(now int64, interval int64) error {
 		f.issue(i, f.next, now)
 		f.next += interval
 	}
-	return f.wire.flush()
-}
-
-// nextSend returns the intended time of the flow's next open-loop request.
-func (f *flow) nextSend() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.next
+	return f.next, f.wire.flush()
 }

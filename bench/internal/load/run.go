@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -66,12 +67,34 @@ type runner struct {
 	endNs      int64 // measured window end and end of sending
 	flows      []*flow
 	maxPerFlow uint64
+	// kernelRx is set when every UDP socket has SO_TIMESTAMPNS on, so that
+	// responses are stamped with the kernel's receive time.
+	kernelRx bool
+	// wallOffset is CLOCK_REALTIME minus the runner's clock, in ns. It
+	// converts the kernel's receive timestamps, which are wall-clock
+	// times. The timer loop refreshes it so that it follows a slew of the
+	// wall clock during a run.
+	// NOTE: a step of the wall clock misplaces the datagrams stamped
+	// within one timer tick of it.
+	wallOffset atomic.Int64
 
 	mu  sync.Mutex
 	err error
 }
 
+// now returns ns since base on CLOCK_MONOTONIC, which Go's runtime reads
+// through the vDSO on Linux.
 func (r *runner) now() int64 { return int64(time.Since(r.base)) }
+
+// syncWallClock measures wallOffset from one time.Now reading, which takes
+// the wall clock and the monotonic clock together.
+func (r *runner) syncWallClock() {
+	t := time.Now()
+	r.wallOffset.Store(t.UnixNano() - int64(t.Sub(r.base)))
+}
+
+// fromWallClock converts a CLOCK_REALTIME time in ns to ns since base.
+func (r *runner) fromWallClock(ns int64) int64 { return ns - r.wallOffset.Load() }
 
 func (r *runner) inWindow(t int64) bool { return t >= r.startNs && t < r.endNs }
 
@@ -115,6 +138,7 @@ func Run(ctx context.Context, cfg Config) (*result.Run, error) {
 		return nil, err
 	}
 	r := &runner{cfg: cfg, base: time.Now()}
+	r.syncWallClock()
 	r.startNs = int64(cfg.Warmup)
 	r.endNs = r.startNs + int64(cfg.Duration)
 	flows, closeAll, err := r.dial()
@@ -229,24 +253,40 @@ func (r *runner) result(cpu map[string]float64) *result.Run {
 	}
 	secs := r.cfg.Duration.Seconds()
 	return &result.Run{
-		Mode:        r.cfg.Mode,
-		Target:      r.cfg.Target,
-		Offered:     r.cfg.Rate,
-		InFlight:    r.cfg.InFlight,
-		Sockets:     r.cfg.Sockets,
-		Seconds:     secs,
-		Sent:        total.sent,
-		Completed:   total.completed,
-		Lost:        total.lost,
-		Retransmits: total.retransmits,
-		Outcomes:    total.outcomes,
-		Throughput:  float64(total.completed) / secs,
-		Latency:     summarize(&total.latency),
-		Service:     summarize(&total.service),
-		SendLag:     summarize(&total.lag),
-		CPU:         cpu,
-		Command:     strings.Join(os.Args, " "),
+		Mode:          r.cfg.Mode,
+		Target:        r.cfg.Target,
+		Offered:       r.cfg.Rate,
+		InFlight:      r.cfg.InFlight,
+		Sockets:       r.cfg.Sockets,
+		Seconds:       secs,
+		Sent:          total.sent,
+		Completed:     total.completed,
+		Lost:          total.lost,
+		Retransmits:   total.retransmits,
+		Outcomes:      total.outcomes,
+		Throughput:    float64(total.completed) / secs,
+		Latency:       summarize(&total.latency),
+		Service:       summarize(&total.service),
+		ReadLatency:   summarize(&total.readLatency),
+		RxClock:       r.rxClock(&total),
+		NoRxTimestamp: total.noRxStamp,
+		SendLag:       summarize(&total.lag),
+		CPU:           cpu,
+		Command:       strings.Join(os.Args, " "),
 	}
+}
+
+// rxClock names what stamped the responses that Latency and Service end
+// at: "kernel", "user" (the reader goroutine's read time), or "mixed" when
+// some datagrams on kernel-stamped sockets came without a timestamp.
+func (r *runner) rxClock(total *stats) string {
+	switch {
+	case !r.kernelRx:
+		return "user"
+	case total.noRxStamp > 0:
+		return "mixed"
+	}
+	return "kernel"
 }
 
 // dial opens the flows of the configured mode.
@@ -276,6 +316,7 @@ func (r *runner) timerLoop(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		r.syncWallClock()
 		now := r.now()
 		for _, f := range r.flows {
 			if err := f.tick(now); err != nil {
@@ -285,13 +326,24 @@ func (r *runner) timerLoop(stop <-chan struct{}) {
 	}
 }
 
+// minPoll is the pacer's shortest sleep. A flow with no free slot keeps a
+// past next send time, and the pacer polls it again after minPoll instead of
+// spinning.
+const minPoll = 20 * time.Microsecond
+
 // pacerLoop sends every flow's open-loop requests until the sending phase
 // ends. One goroutine serves all flows and sleeps until the earliest
-// intended send time, so each wakeup sends what is due on every flow.
+// intended send time, so each wakeup sends what is due on every flow. On
+// Linux the sleep is as late as the kernel's wakeup of the thread and no
+// later (see sleeper), so SendLag is free of Go timers' rounding to 1 ms.
 func (r *runner) pacerLoop(stop <-chan struct{}) {
+	sl, err := r.newSleeper(stop)
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	defer sl.close()
 	interval := r.interval()
-	tm := time.NewTimer(time.Hour)
-	defer tm.Stop()
 	for {
 		now := r.now()
 		if !r.sending(now) {
@@ -299,21 +351,15 @@ func (r *runner) pacerLoop(stop <-chan struct{}) {
 		}
 		next := int64(math.MaxInt64)
 		for _, f := range r.flows {
-			if err := f.pace(now, interval); err != nil {
+			fnext, err := f.pace(now, interval)
+			if err != nil {
 				r.fail(err)
 				return
 			}
-			next = min(next, f.nextSend())
+			next = min(next, fnext)
 		}
-		// A flow with no free slot keeps a past next time; poll it again
-		// after a short wait instead of spinning.
-		// NOTE: Go timers can fire hundreds of microseconds late on a busy
-		// machine. That lateness counts as latency, and SendLag reports it.
-		tm.Reset(time.Duration(max(next-r.now(), 20_000)))
-		select {
-		case <-stop:
+		if !sl.sleepUntil(max(next, r.now()+int64(minPoll))) {
 			return
-		case <-tm.C:
 		}
 	}
 }

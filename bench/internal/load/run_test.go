@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -81,6 +82,14 @@ func TestEchoClosedLoop(t *testing.T) {
 	}
 }
 
+// wantRxClock returns the rx_clock of a UDP run on this system.
+func wantRxClock() string {
+	if runtime.GOOS == "linux" {
+		return "kernel"
+	}
+	return "user"
+}
+
 func TestEchoOpenLoopRate(t *testing.T) {
 	addr := serveUDP(t, func(b []byte) [][]byte { return [][]byte{append([]byte(nil), b...)} })
 	cfg := baseConfig("echo", addr)
@@ -94,6 +103,23 @@ func TestEchoOpenLoopRate(t *testing.T) {
 	}
 	if res.Offered != 2000 {
 		t.Errorf("offered %v, want 2000", res.Offered)
+	}
+	if res.RxClock != wantRxClock() {
+		t.Errorf("rx_clock %q, want %q", res.RxClock, wantRxClock())
+	}
+	if res.NoRxTimestamp != 0 {
+		t.Errorf("%d datagrams without a kernel timestamp, want 0", res.NoRxTimestamp)
+	}
+	// Each response is stamped no later than it is read and sent no
+	// earlier than intended, so the quantiles keep that order.
+	if res.ReadLatency.P50 < res.Latency.P50 || res.ReadLatency.P99 < res.Latency.P99 {
+		t.Errorf("read latency %+v below latency %+v", res.ReadLatency, res.Latency)
+	}
+	if res.Service.P99 > res.Latency.P99 {
+		t.Errorf("service p99 %.0f us above latency p99 %.0f us", res.Service.P99, res.Latency.P99)
+	}
+	if res.ReadLatency.P50 <= 0 {
+		t.Errorf("read latency %+v, want p50 > 0", res.ReadLatency)
 	}
 }
 
@@ -145,6 +171,12 @@ func TestCoAPRetransmits(t *testing.T) {
 	}
 	if res.Outcomes["2.05"] != res.Completed || res.Completed == 0 {
 		t.Errorf("outcomes %v, want all %d as 2.05", res.Outcomes, res.Completed)
+	}
+	if res.RxClock != wantRxClock() {
+		t.Errorf("rx_clock %q, want %q", res.RxClock, wantRxClock())
+	}
+	if res.ReadLatency.P99 < res.Latency.P99 {
+		t.Errorf("read latency p99 %.0f us below latency p99 %.0f us", res.ReadLatency.P99, res.Latency.P99)
 	}
 }
 
@@ -252,6 +284,13 @@ func TestDiameterCreditControl(t *testing.T) {
 	}
 	if !dwa.Load() {
 		t.Error("the server's DWR got no DWA")
+	}
+	if res.RxClock != "user" {
+		t.Errorf("rx_clock %q over TCP, want user", res.RxClock)
+	}
+	if res.ReadLatency != res.Latency {
+		t.Errorf("read latency %+v, want it equal to latency %+v when stamped at the read",
+			res.ReadLatency, res.Latency)
 	}
 }
 

@@ -54,7 +54,10 @@ func (w *udpWire) flush() error {
 	return nil
 }
 
-// dialUDP opens one connected socket per flow.
+// dialUDP opens one connected socket per flow and sets SO_TIMESTAMPNS on
+// each, so the kernel stamps every received datagram. If any socket rejects
+// the option, the run stamps responses at the read on every socket, so all
+// flows use the same clock.
 func (r *runner) dialUDP(newProto func() proto) ([]*flow, func(), error) {
 	raddr, err := net.ResolveUDPAddr("udp", r.cfg.Target)
 	if err != nil {
@@ -73,6 +76,7 @@ func (r *runner) dialUDP(newProto func() proto) ([]*flow, func(), error) {
 		}
 	}
 	per, extra := r.cfg.InFlight/r.cfg.Sockets, r.cfg.InFlight%r.cfg.Sockets
+	r.kernelRx = true
 	for i := range r.cfg.Sockets {
 		c, err := net.DialUDP("udp", nil, raddr)
 		if err != nil {
@@ -81,6 +85,13 @@ func (r *runner) dialUDP(newProto func() proto) ([]*flow, func(), error) {
 		}
 		_ = c.SetReadBuffer(4 << 20)
 		_ = c.SetWriteBuffer(4 << 20)
+		if r.kernelRx {
+			if err := enableRxTimestamps(c); err != nil {
+				r.kernelRx = false
+				r.cfg.Log.Warn().Err(err).Str("target", r.cfg.Target).
+					Msg("kernel receive timestamps unavailable: latency includes the generator's read wakeup (rx_clock user)")
+			}
+		}
 		conns = append(conns, c)
 		n := per
 		if i < extra {
@@ -89,18 +100,23 @@ func (r *runner) dialUDP(newProto func() proto) ([]*flow, func(), error) {
 		f := newFlow(r, i, n, newProto())
 		f.wire = newUDPWire(c)
 		flows = append(flows, f)
-		go f.readUDP(c)
+	}
+	for i, f := range flows {
+		go f.readUDP(conns[i])
 	}
 	return flows, closeAll, nil
 }
 
 // readUDP receives datagrams in batches until the socket closes and hands
-// each to the protocol's response parser.
+// each to the protocol's response parser with its arrival time.
 func (f *flow) readUDP(c *net.UDPConn) {
 	pc := ipv4.NewPacketConn(c)
 	msgs := make([]ipv4.Message, batchSize)
 	for i := range msgs {
 		msgs[i].Buffers = [][]byte{make([]byte, 2048)}
+		if f.r.kernelRx {
+			msgs[i].OOB = make([]byte, rxOOBLen)
+		}
 	}
 	for {
 		n, err := pc.ReadBatch(msgs, 0)
@@ -113,7 +129,7 @@ func (f *flow) readUDP(c *net.UDPConn) {
 		f.mu.Lock()
 		now := f.r.now()
 		for _, m := range msgs[:n] {
-			f.onDatagram(m.Buffers[0][:m.N], now)
+			f.onDatagram(m.Buffers[0][:m.N], f.arrivalOf(m.OOB[:m.NN], now))
 		}
 		err = f.wire.flush()
 		f.mu.Unlock()
@@ -124,16 +140,35 @@ func (f *flow) readUDP(c *net.UDPConn) {
 	}
 }
 
-func (f *flow) onDatagram(b []byte, now int64) {
+// arrivalOf returns the arrival of a datagram read at runner time read
+// whose control messages are oob. Without a kernel timestamp the datagram is
+// stamped at the read, and counted if the socket should have had one.
+func (f *flow) arrivalOf(oob []byte, read int64) arrival {
+	if !f.r.kernelRx {
+		return readNow(read)
+	}
+	wall, ok := parseRxTimestamp(oob)
+	if !ok {
+		if f.r.inWindow(read) {
+			f.st.noRxStamp++
+		}
+		return readNow(read)
+	}
+	// The kernel stamped the datagram before the read, so a later stamp
+	// can only come from the error of wallOffset. Clamp it to the read.
+	return arrival{stamp: min(f.r.fromWallClock(wall), read), read: read}
+}
+
+func (f *flow) onDatagram(b []byte, at arrival) {
 	switch p := f.proto.(type) {
 	case *echoProto:
 		if len(b) < 8 {
 			f.count("short")
 			return
 		}
-		f.complete(int(binary.BigEndian.Uint32(b)), binary.BigEndian.Uint32(b[4:]), "echo", now)
+		f.complete(int(binary.BigEndian.Uint32(b)), binary.BigEndian.Uint32(b[4:]), "echo", at)
 	case *coapProto:
-		p.onResponse(f, b, now)
+		p.onResponse(f, b, at)
 	}
 }
 

@@ -27,10 +27,27 @@ type Run struct {
 	Retransmits uint64            `json:"retransmits"`
 	Outcomes    map[string]uint64 `json:"outcomes"`
 	Throughput  float64           `json:"throughput_rps"`
-	Latency     Latency           `json:"latency_us"`
+	// Latency runs from the intended send time to the response's receipt,
+	// as stamped by the clock that RxClock names.
+	Latency Latency `json:"latency_us"`
 	// Service is latency from the first actual transmission rather than
 	// the intended send time. It equals Latency in closed loop.
 	Service Latency `json:"service_latency_us"`
+	// ReadLatency runs from the intended send time to the moment the
+	// generator's reader goroutine got the response. Its excess over
+	// Latency is the generator's own wakeup delay. Files written before
+	// loadgen recorded it hold zeros.
+	ReadLatency Latency `json:"read_latency_us"`
+	// RxClock names the clock that stamped receipt for Latency and
+	// Service. It is "kernel" for SO_TIMESTAMPNS on the generator's UDP
+	// sockets and "user" for the reader goroutine's read (Diameter over
+	// TCP, or a system without the option). It is "mixed" when
+	// NoRxTimestamp datagrams on kernel-stamped sockets came without a
+	// timestamp. Files written before loadgen recorded it hold "".
+	RxClock string `json:"rx_clock"`
+	// NoRxTimestamp counts datagrams that should have carried a kernel
+	// receive timestamp but did not, and were stamped at the read.
+	NoRxTimestamp uint64 `json:"no_rx_timestamp"`
 	// SendLag is how late the generator sent open-loop requests against
 	// their schedule. A large SendLag means that the generator, not the
 	// system under test, limited the run.

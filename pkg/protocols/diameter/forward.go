@@ -29,9 +29,16 @@ func (p *peer) handleRequest(h Header, msg []byte) {
 	}
 	start := time.Now()
 	sessionID := v.sessionID
-	err := p.s.opts.Forwarder.Forward(v.key, msg, func(answer []byte, err error) {
+	done := func(answer []byte, err error) {
 		p.complete(h, sessionID, start, answer, err)
-	})
+	}
+	var err error
+	if q := p.s.queue; q != nil {
+		err = q.QueueForward(v.key, msg, done)
+		p.queued = true
+	} else {
+		err = p.s.opts.Forwarder.Forward(v.key, msg, done)
+	}
 	if err != nil {
 		p.inFlight.Add(-1)
 		p.forwardFailed(h, sessionID, err)

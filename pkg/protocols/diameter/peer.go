@@ -45,6 +45,9 @@ type peer struct {
 	remote string
 	w      *writer
 	closed chan struct{} // closed by close
+	// queued is set by the reader when a forwarded request waits for
+	// QueueForwarder.Flush. Only the reader goroutine uses it.
+	queued bool
 	dpa    chan struct{} // closed when the DPA to our DPR arrives
 
 	inFlight atomic.Int64
@@ -128,6 +131,11 @@ func (p *peer) run() {
 		if !p.dispatch(h, msg) {
 			p.awaitWriter()
 			return
+		}
+		if p.queued && r.Buffered() == 0 {
+			// No further message is buffered, so send what was queued.
+			p.queued = false
+			p.s.queue.Flush()
 		}
 		if !open && p.getState() == stateOpen {
 			open = true

@@ -26,6 +26,16 @@ type Forwarder interface {
 	Forward(key []byte, msg []byte, done func(answer []byte, err error)) error
 }
 
+// QueueForwarder is a Forwarder that can hold requests until Flush, so that
+// the requests read from a peer in one go reach each worker in one write.
+// A peer's reader calls QueueForward instead of Forward, and Flush once it
+// has no more buffered input.
+type QueueForwarder interface {
+	Forwarder
+	QueueForward(key []byte, msg []byte, done func(answer []byte, err error)) error
+	Flush()
+}
+
 // ErrOverloaded is wrapped by a Forwarder's error when the request was shed
 // for load; the peer then gets 3004 DIAMETER_TOO_BUSY. Any other error gets
 // 3002 DIAMETER_UNABLE_TO_DELIVER.
@@ -85,6 +95,8 @@ type Server struct {
 	labels  *peerLabels
 	metrics *metrics
 	log     zerolog.Logger
+	// queue is opts.Forwarder when it implements QueueForwarder, else nil.
+	queue QueueForwarder
 	// rejectLog logs the first connection closed for MaxPeers in each 10 s,
 	// and the metric counts them all.
 	rejectLog zerolog.Logger
@@ -127,6 +139,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		peers:     make(map[*peer]struct{}),
 		hosts:     make(map[string]*peer),
 	}
+	s.queue, _ = o.Forwarder.(QueueForwarder)
 	// End-to-End identifiers start from the clock (RFC 6733 §3: high 12 bits
 	// from the time, low 20 bits counting).
 	s.ids.Store(uint32(time.Now().Unix()) << 20)
