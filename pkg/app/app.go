@@ -59,9 +59,9 @@ type Observer interface {
 
 // Handler serves the requests of one protocol.
 //
-// Serve runs on a bounded pool of goroutines, never on a network event loop,
-// so it may block briefly; a handler that blocks for long holds a pool slot
-// and delays other sessions. It is called concurrently and must be safe for
+// Serve runs on a bounded pool of goroutines, so it may block briefly, and a
+// handler that blocks for long holds a pool slot and delays other sessions.
+// A handler that implements NonBlocking runs on a network event loop instead. It is called concurrently and must be safe for
 // concurrent use. It returns the encoded response, which then belongs to the
 // caller.
 type Handler interface {

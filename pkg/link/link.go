@@ -3,11 +3,13 @@
 // framing (see frame.go for the layout).
 //
 // Both ends are event driven on gnet v2: the worker runs a Server, and each
-// gateway runs one Client with its own connections to every worker. Frames
-// queued for one connection are coalesced into one write per event-loop turn.
-// Event loops never run application code that may block: the Server hands
-// requests to a bounded goroutine pool, and the Client's callbacks must not
-// block.
+// gateway runs one Client with its own connections to every worker. A sender
+// writes its frames to the socket itself while gnet has nothing buffered for
+// the connection, and hands them to the event loop otherwise (see
+// frameWriter). Event loops never run application code that may block: the
+// Server runs a handler on the loop only when it implements InlineHandler,
+// hands other requests to a bounded goroutine pool, and the Client's
+// callbacks must not block.
 package link
 
 import (

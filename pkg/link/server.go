@@ -30,8 +30,9 @@ type Peer interface {
 }
 
 // Handler serves the request and cancel frames a Server receives. ServeFrame
-// runs on the Server's pool of goroutines, never on an event loop, so it may
-// block briefly, but each blocked call holds one pool goroutine. f.Key and
+// runs on the Server's pool of goroutines (or on an event loop, for frames an
+// InlineHandler accepts), so it may block briefly, but each blocked call
+// holds one pool goroutine. f.Key and
 // f.Body are valid only during the call. A request is answered with
 // p.Send(&Frame{Type: TypeResponse, Corr: f.Corr, ...}). A cancel frame gets
 // no answer.
