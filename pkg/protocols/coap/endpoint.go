@@ -149,13 +149,17 @@ func (o *Options) setDefaults() {
 type Endpoint struct {
 	opts Options
 	log  zerolog.Logger
-	// conns are the bound sockets, one per reader on Linux. conn and sock
-	// are the first, which sends everything not sent by a reader.
-	conns []*net.UDPConn
+	// socks are the bound sockets, one per reader on Linux. sock is the
+	// first, which sends everything not sent by a reader.
 	socks []*batchSocket
-	conn  *net.UDPConn
 	sock  *batchSocket
 	mid   atomic.Uint32
+
+	// lifeMu orders starting readers in Serve against Close, which waits
+	// for the readers before it closes the sockets.
+	lifeMu  sync.Mutex
+	closed  bool
+	readers sync.WaitGroup
 
 	// linkMu guards linkOut, the batch of responses delivered by link
 	// callbacks, which FlushResponses sends. Lock order: linkMu, then an
@@ -206,27 +210,11 @@ func (e *Endpoint) Listen() error {
 	if err != nil {
 		return fmt.Errorf("coap: resolve listen address %q: %w", e.opts.Addr, err)
 	}
-	conns, err := listenUDP(addr, e.opts.Readers)
+	socks, err := listenUDP(addr, e.opts.Readers)
 	if err != nil {
 		return fmt.Errorf("coap: listen on %q: %w", e.opts.Addr, err)
 	}
-	for _, conn := range conns {
-		// Large socket buffers absorb bursts while readers are busy; the
-		// kernel caps them at net.core.rmem_max / wmem_max.
-		_ = conn.SetReadBuffer(4 << 20)
-		_ = conn.SetWriteBuffer(4 << 20)
-		sock, err := newBatchSocket(conn)
-		if err != nil {
-			for _, c := range conns {
-				c.Close()
-			}
-			e.socks = nil
-			return err
-		}
-		e.socks = append(e.socks, sock)
-	}
-	e.conns = conns
-	e.conn, e.sock = conns[0], e.socks[0]
+	e.socks, e.sock = socks, socks[0]
 	e.linkOut = newOutBatch(e.sock, e.countSendErrors)
 	return nil
 }
@@ -242,24 +230,30 @@ func (e *Endpoint) FlushResponses() {
 }
 
 // Addr returns the bound address; valid after Listen.
-func (e *Endpoint) Addr() net.Addr { return e.conn.LocalAddr() }
+func (e *Endpoint) Addr() net.Addr { return e.sock.localAddr() }
 
 // Serve reads datagrams until ctx ends or Close is called, then returns nil.
 func (e *Endpoint) Serve(ctx context.Context) error {
-	if e.conn == nil {
+	if e.sock == nil {
 		return errors.New("coap: Serve called before Listen")
+	}
+	e.lifeMu.Lock()
+	if e.closed {
+		e.lifeMu.Unlock()
+		return nil
 	}
 	e.wg.Add(1)
 	go e.timers()
 	errs := make(chan error, e.opts.Readers)
 	for i := 0; i < e.opts.Readers; i++ {
 		sock := e.socks[i%len(e.socks)]
-		e.wg.Add(1)
+		e.readers.Add(1)
 		go func() {
-			defer e.wg.Done()
+			defer e.readers.Done()
 			errs <- e.read(sock)
 		}()
 	}
+	e.lifeMu.Unlock()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -271,15 +265,24 @@ func (e *Endpoint) Serve(ctx context.Context) error {
 	return err
 }
 
-// Close stops the endpoint. It is safe to call more than once.
+// Close stops the endpoint: it wakes the readers, waits for them to return,
+// then closes the sockets. It is safe to call more than once.
 func (e *Endpoint) Close() {
-	select {
-	case <-e.stop:
-	default:
-		close(e.stop)
-		for _, c := range e.conns {
-			c.Close()
-		}
+	e.lifeMu.Lock()
+	if e.closed {
+		e.lifeMu.Unlock()
+		return
+	}
+	e.closed = true
+	close(e.stop)
+	e.lifeMu.Unlock()
+
+	for _, s := range e.socks {
+		s.shutdown()
+	}
+	e.readers.Wait()
+	for _, s := range e.socks {
+		s.close()
 	}
 }
 
@@ -357,7 +360,7 @@ func (e *Endpoint) rejectRequest(b []byte, from netip.AddrPort, sc *scratch, cod
 
 // send writes one datagram now; failures are counted, not logged per packet.
 func (e *Endpoint) send(b []byte, to netip.AddrPort) {
-	if _, err := e.conn.WriteToUDPAddrPort(b, to); err != nil {
+	if err := e.sock.sendTo(b, to); err != nil {
 		e.counts.sendErrors.Inc()
 	}
 }

@@ -3,89 +3,168 @@
 package coap
 
 import (
-	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"syscall"
+	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // batchSocket moves many datagrams per system call with recvmmsg and
-// sendmmsg through the socket's RawConn, so waiting still goes through Go's
-// network poller. The per-call state lives in a readBatch or a sendState
-// that each caller owns, so the socket itself is safe for concurrent use.
+// sendmmsg on a socket that Go's network poller does not manage. A reader
+// blocks in recvmmsg itself, so a datagram wakes its thread directly,
+// without a round through the poller and the scheduler. The per-call state
+// lives in a readBatch or a sendState that each caller owns, so the socket
+// itself is safe for concurrent use.
 type batchSocket struct {
-	conn *net.UDPConn
-	rc   syscall.RawConn
+	fd    int
+	local *net.UDPAddr
 	// v6 is true for an AF_INET6 socket, which needs IPv4 peers as
 	// IPv4-mapped IPv6 addresses.
 	v6 bool
+	// stopping is set by shutdown, after which reads return net.ErrClosed.
+	stopping atomic.Bool
+
+	// mu is held for reading around each send and for writing by close, so
+	// a send never reaches a descriptor number that was closed and reused.
+	mu     sync.RWMutex
+	closed bool
 }
 
-func newBatchSocket(conn *net.UDPConn) (*batchSocket, error) {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("coap: raw socket: %w", err)
-	}
-	local, ok := conn.LocalAddr().(*net.UDPAddr)
-	if !ok {
-		return nil, errors.New("coap: socket is not UDP")
-	}
-	// A socket bound to a specific IPv4 address is AF_INET; one bound to
-	// the unspecified address or an IPv6 address is AF_INET6.
-	v6 := local.IP.To4() == nil || local.IP.IsUnspecified()
-	var sa unix.Sockaddr
-	var ctlErr error
-	if err := rc.Control(func(fd uintptr) { sa, ctlErr = unix.Getsockname(int(fd)) }); err != nil {
-		return nil, fmt.Errorf("coap: raw socket: %w", err)
-	}
-	if ctlErr == nil {
-		_, v6 = sa.(*unix.SockaddrInet6)
-	}
-	return &batchSocket{conn: conn, rc: rc, v6: v6}, nil
-}
+// readTimeout bounds one blocking recvmmsg, so a reader notices shutdown
+// even if the wakeup from shutdown(2) were lost.
+const readTimeout = time.Second
 
 // listenUDP binds n sockets to addr with SO_REUSEPORT, one per reader, so
 // that the kernel spreads devices over them by address and port, and readers
 // never queue on one descriptor's read lock. A plain bind first claims the
 // address: it fails with "address already in use" when another process
-// holds the port, even one that set SO_REUSEPORT too, and resolves port 0.
-func listenUDP(addr *net.UDPAddr, n int) ([]*net.UDPConn, error) {
+// holds the port, even one that set SO_REUSEPORT too. It also resolves port
+// 0 and picks the address family Go would pick.
+func listenUDP(addr *net.UDPAddr, n int) ([]*batchSocket, error) {
 	probe, err := net.ListenUDP("udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	if n <= 1 {
-		return []*net.UDPConn{probe}, nil
-	}
-	bound := probe.LocalAddr().String()
-	probe.Close()
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+	local, _ := probe.LocalAddr().(*net.UDPAddr)
+	var sa unix.Sockaddr
+	rc, err := probe.SyscallConn()
+	if err == nil {
 		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
+		err = rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) })
+		if err == nil {
+			err = serr
 		}
-		return serr
-	}}
-	conns := make([]*net.UDPConn, 0, n)
-	for range n {
-		pc, err := lc.ListenPacket(context.Background(), "udp", bound)
-		if err != nil {
-			for _, c := range conns {
-				c.Close()
-			}
-			return nil, fmt.Errorf("bind reader socket %d of %d with SO_REUSEPORT: %w", len(conns)+1, n, err)
-		}
-		conns = append(conns, pc.(*net.UDPConn))
 	}
-	return conns, nil
+	probe.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read the bound address: %w", err)
+	}
+	socks := make([]*batchSocket, 0, max(n, 1))
+	for range max(n, 1) {
+		s, err := bindReusePort(sa, local)
+		if err != nil {
+			for _, s := range socks {
+				s.close()
+			}
+			return nil, fmt.Errorf("bind reader socket %d of %d with SO_REUSEPORT: %w", len(socks)+1, n, err)
+		}
+		socks = append(socks, s)
+	}
+	return socks, nil
+}
+
+// bindReusePort opens one blocking UDP socket of sa's family bound to sa.
+func bindReusePort(sa unix.Sockaddr, local *net.UDPAddr) (*batchSocket, error) {
+	family := unix.AF_INET
+	_, v6 := sa.(*unix.SockaddrInet6)
+	if v6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("open socket: %w", err)
+	}
+
+	tv := unix.NsecToTimeval(int64(readTimeout))
+	opts := []struct {
+		level, name, value int
+	}{
+		{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},
+		// Large buffers absorb bursts while readers are busy; the kernel
+		// caps them at net.core.rmem_max and wmem_max.
+		{unix.SOL_SOCKET, unix.SO_RCVBUF, 4 << 20},
+		{unix.SOL_SOCKET, unix.SO_SNDBUF, 4 << 20},
+	}
+	if v6 {
+		// Accept IPv4 too, as Go's own sockets on "udp" do.
+		opts = append(opts, struct{ level, name, value int }{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0})
+	}
+
+	for _, o := range opts {
+		if err = unix.SetsockoptInt(fd, o.level, o.name, o.value); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	}
+	if err == nil {
+		err = unix.Bind(fd, sa)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+
+	return &batchSocket{fd: fd, local: local, v6: v6}, nil
+}
+
+func (s *batchSocket) localAddr() net.Addr { return s.local }
+
+// shutdown wakes the readers blocked on the socket and makes later reads
+// return net.ErrClosed. Sends still work until close.
+func (s *batchSocket) shutdown() {
+	s.stopping.Store(true)
+	_ = unix.Shutdown(s.fd, unix.SHUT_RD)
+}
+
+// close closes the descriptor once no send is using it. Readers must have
+// returned first.
+func (s *batchSocket) close() {
+	s.stopping.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		_ = unix.Close(s.fd)
+	}
+}
+
+// sendTo sends one datagram.
+func (s *batchSocket) sendTo(b []byte, to netip.AddrPort) error {
+	var sa unix.RawSockaddrInet6
+	n := s.fillSockaddr(&sa, to)
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return net.ErrClosed
+	}
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(p), uintptr(len(b)), 0,
+		uintptr(unsafe.Pointer(&sa)), uintptr(n))
+	if e != 0 {
+		return fmt.Errorf("coap: sendto %s: %w", to, e)
+	}
+	return nil
 }
 
 // readBatch is one reader's receive buffers.
@@ -94,11 +173,6 @@ type readBatch struct {
 	iovs  [batchSize]unix.Iovec
 	names [batchSize]unix.RawSockaddrInet6
 	bufs  [batchSize][slotSize]byte
-	// recv is the RawConn callback, built once so that a read allocates
-	// no closure; it leaves its results in n and errno.
-	recv  func(fd uintptr) bool
-	n     int
-	errno syscall.Errno
 }
 
 func newReadBatch() *readBatch {
@@ -109,35 +183,37 @@ func newReadBatch() *readBatch {
 		r.hdrs[i].Hdr.SetIovlen(1)
 		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 	}
-	r.recv = func(fd uintptr) bool {
-		r0, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])),
-			batchSize, unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false
-		}
-		r.n, r.errno = int(r0), e
-		return true
-	}
 	return r
 }
 
 // read fills r with up to batchSize datagrams, blocking until one arrives,
-// and returns how many it got.
+// and returns how many it got. After shutdown it returns net.ErrClosed.
 func (s *batchSocket) read(r *readBatch) (int, error) {
-	for i := range r.hdrs {
-		r.iovs[i].SetLen(slotSize)
-		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-		r.hdrs[i].Hdr.Flags = 0
-		r.hdrs[i].Len = 0
+	for {
+		for i := range r.hdrs {
+			r.iovs[i].SetLen(slotSize)
+			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			r.hdrs[i].Hdr.Flags = 0
+			r.hdrs[i].Len = 0
+		}
+		if s.stopping.Load() {
+			return 0, net.ErrClosed
+		}
+		// MSG_WAITFORONE blocks for the first datagram only and takes the
+		// rest of the batch from what is already queued.
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&r.hdrs[0])),
+			batchSize, unix.MSG_WAITFORONE, 0, 0)
+		if s.stopping.Load() {
+			return 0, net.ErrClosed
+		}
+		switch e {
+		case 0:
+			return int(n), nil
+		case unix.EAGAIN, unix.EINTR:
+			continue // readTimeout passed, or a signal
+		}
+		return 0, fmt.Errorf("coap: recvmmsg: %w", e)
 	}
-	r.n, r.errno = 0, 0
-	if err := s.rc.Read(r.recv); err != nil {
-		return 0, err
-	}
-	if r.errno != 0 {
-		return 0, fmt.Errorf("coap: recvmmsg: %w", r.errno)
-	}
-	return r.n, nil
 }
 
 // datagram returns message i of the last read and its source. ok is false
@@ -184,31 +260,14 @@ type sendState struct {
 	hdrs  [batchSize]unix.Mmsghdr
 	iovs  [batchSize]unix.Iovec
 	names [batchSize]unix.RawSockaddrInet6
-	// send is the RawConn callback, built on first use so that a write
-	// allocates no closure; it sends hdrs[sent:n] and leaves its results
-	// in done and errno.
-	send    func(fd uintptr) bool
-	sent, n int
-	done    int
-	errno   syscall.Errno
 }
 
 // writeBatch sends each bufs[i] to to[i] and returns how many datagrams
-// could not be sent.
+// could not be sent. The socket is blocking, so a full send buffer waits
+// for room instead of dropping.
 func (s *batchSocket) writeBatch(st *sendState, bufs [][]byte, to []netip.AddrPort) int {
-	if st.send == nil {
-		st.send = func(fd uintptr) bool {
-			r0, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&st.hdrs[st.sent])),
-				uintptr(st.n-st.sent), unix.MSG_DONTWAIT, 0, 0)
-			if e == unix.EAGAIN || e == unix.EINTR {
-				return false
-			}
-			st.done, st.errno = int(r0), e
-			return true
-		}
-	}
-	st.n = len(bufs)
-	for i := 0; i < st.n; i++ {
+	n := len(bufs)
+	for i := 0; i < n; i++ {
 		if len(bufs[i]) > 0 {
 			st.iovs[i].Base = &bufs[i][0]
 		}
@@ -218,20 +277,26 @@ func (s *batchSocket) writeBatch(st *sendState, bufs [][]byte, to []netip.AddrPo
 		st.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&st.names[i]))
 		st.hdrs[i].Hdr.Namelen = s.fillSockaddr(&st.names[i], to[i])
 	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return n
+	}
 	failed := 0
-	for st.sent = 0; st.sent < st.n; {
-		st.done, st.errno = 0, 0
-		if err := s.rc.Write(st.send); err != nil {
-			return failed + st.n - st.sent
-		}
-		if st.errno != 0 || st.done == 0 {
-			// The first datagram of the rest was refused (for example
-			// EHOSTUNREACH): skip it and send the others.
-			failed++
-			st.sent++
+	for sent := 0; sent < n; {
+		done, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&st.hdrs[sent])),
+			uintptr(n-sent), 0, 0, 0)
+		if e == unix.EINTR {
 			continue
 		}
-		st.sent += st.done
+		if e != 0 || done == 0 {
+			// The first datagram of the rest was rejected (for example
+			// EHOSTUNREACH): skip it and send the others.
+			failed++
+			sent++
+			continue
+		}
+		sent += int(done)
 	}
 	return failed
 }

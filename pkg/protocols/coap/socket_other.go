@@ -11,7 +11,17 @@ import (
 // sendmmsg are not available.
 type batchSocket struct{ conn *net.UDPConn }
 
-func newBatchSocket(conn *net.UDPConn) (*batchSocket, error) { return &batchSocket{conn: conn}, nil }
+func (s *batchSocket) localAddr() net.Addr { return s.conn.LocalAddr() }
+
+// shutdown closes the socket, which ends a blocked read.
+func (s *batchSocket) shutdown() { s.conn.Close() }
+
+func (s *batchSocket) close() { s.conn.Close() }
+
+func (s *batchSocket) sendTo(b []byte, to netip.AddrPort) error {
+	_, err := s.conn.WriteToUDPAddrPort(b, to)
+	return err
+}
 
 type readBatch struct {
 	buf  [slotSize + 1]byte
@@ -50,10 +60,13 @@ func (s *batchSocket) writeBatch(_ *sendState, bufs [][]byte, to []netip.AddrPor
 }
 
 // listenUDP binds one socket, which all readers share.
-func listenUDP(addr *net.UDPAddr, _ int) ([]*net.UDPConn, error) {
+func listenUDP(addr *net.UDPAddr, _ int) ([]*batchSocket, error) {
 	conn, err := net.ListenUDP("udp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return []*net.UDPConn{conn}, nil
+	// Large socket buffers absorb bursts while readers are busy.
+	_ = conn.SetReadBuffer(4 << 20)
+	_ = conn.SetWriteBuffer(4 << 20)
+	return []*batchSocket{{conn: conn}}, nil
 }
