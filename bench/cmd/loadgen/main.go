@@ -70,6 +70,10 @@ func parseFlags(args []string) (load.Config, string, runMeta, error) {
 	fs.IntVar(&c.Sockets, "sockets", 16, "UDP sockets or Diameter TCP connections")
 	fs.IntVar(&c.InFlight, "inflight", 256, "requests outstanding over all sockets (open loop: the cap)")
 	fs.Float64Var(&c.Rate, "rate", 0, "open-loop offered rate in requests per second; 0 runs closed loop")
+	fs.DurationVar(&c.PaceQuantum, "pace-quantum", 100*time.Microsecond,
+		"open loop: the pacer's minimum sleep. Requests due within one quantum are sent together, "+
+			"up to this much late, which send lag and latency count. A longer quantum wakes loadgen "+
+			"less often and leaves more CPU to the system under test. 0 keeps a 20us minimum")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured interval")
 	fs.DurationVar(&c.Warmup, "warmup", time.Second, "load before the measured interval, not recorded")
 	fs.Uint64Var(&c.MaxRequests, "max-requests", 0, "stop after this many requests; 0 allows 2M per second of run")

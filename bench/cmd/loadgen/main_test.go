@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseFlagsDefaults(t *testing.T) {
@@ -12,6 +13,9 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 	if c.Mode != "coap" || c.InFlight != 256 || c.Sockets != 16 || !c.CoAP.Confirmable {
 		t.Errorf("defaults %+v, want coap CON 256 in flight over 16 sockets", c)
+	}
+	if c.PaceQuantum != 100*time.Microsecond {
+		t.Errorf("pace quantum %v, want 100us", c.PaceQuantum)
 	}
 	if c.PIDs["gw"] != 10 || c.PIDs["w1"] != 11 || out != "r.json" || meta.scenario != "coap" {
 		t.Errorf("pids %v out %q scenario %q", c.PIDs, out, meta.scenario)
@@ -25,6 +29,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{"-mode http", "invalid -mode"},
 		{"-inflight 4 -sockets 8", "invalid -inflight"},
 		{"-duration 0s", "invalid -duration"},
+		{"-pace-quantum -1us", "invalid -pace-quantum"},
+		{"-pace-quantum 2s", "invalid -pace-quantum"},
 	} {
 		_, _, _, err := parseFlags(strings.Fields(tc.args))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

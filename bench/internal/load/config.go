@@ -19,6 +19,9 @@ const (
 	maxInFlight = 1 << 16
 	maxDuration = 10 * time.Minute
 	maxPayload  = 1200 // fits one IPv6 minimum-MTU datagram with headers
+	// maxPaceQuantum bounds -pace-quantum. The pacer sends in bursts up to
+	// one quantum apart, so a longer quantum no longer offers a steady rate.
+	maxPaceQuantum = time.Second
 	// maxRatePerSecond bounds the derived MaxRequests when none is given.
 	maxRatePerSecond = 2_000_000
 )
@@ -49,6 +52,9 @@ func (c *Config) Check() error {
 	}
 	if c.Rate < 0 || c.Rate > maxRatePerSecond {
 		return fmt.Errorf("invalid -rate %v: want 0 (closed loop) to %d", c.Rate, maxRatePerSecond)
+	}
+	if c.PaceQuantum < 0 || c.PaceQuantum > maxPaceQuantum {
+		return fmt.Errorf("invalid -pace-quantum %v: want 0 to %v", c.PaceQuantum, maxPaceQuantum)
 	}
 	if c.Payload < 16 || c.Payload > maxPayload {
 		return fmt.Errorf("invalid -payload %d: want 16 to %d bytes", c.Payload, maxPayload)

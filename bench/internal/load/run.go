@@ -33,9 +33,16 @@ type Config struct {
 	InFlight int    // closed loop: outstanding requests over all sockets
 	// Rate is the open-loop offered rate in requests per second; 0 selects
 	// closed loop. In open loop InFlight caps the outstanding requests.
-	Rate     float64
-	Duration time.Duration // measured interval
-	Warmup   time.Duration // load before the measured interval, not recorded
+	Rate float64
+	// PaceQuantum is the open-loop pacer's minimum sleep. After sending
+	// what is due, the pacer sleeps until the next intended send time or
+	// for PaceQuantum, whichever is later, so at rates above one request
+	// per PaceQuantum one wakeup sends several requests. Those requests go
+	// out up to PaceQuantum late, which SendLag and Latency show. Values
+	// under the pacer's 20 us minimum poll, 0 included, act as 20 us.
+	PaceQuantum time.Duration
+	Duration    time.Duration // measured interval
+	Warmup      time.Duration // load before the measured interval, not recorded
 	// MaxRequests bounds first transmissions over the whole run; 0 derives a
 	// bound of 2M requests per second of run time.
 	MaxRequests uint64
@@ -77,6 +84,9 @@ type runner struct {
 	// NOTE: a step of the wall clock misplaces the datagrams stamped
 	// within one timer tick of it.
 	wallOffset atomic.Int64
+	// pacerWakes counts the open-loop pacer's passes over the flows: its
+	// wakeups and its first pass.
+	pacerWakes atomic.Uint64
 
 	mu  sync.Mutex
 	err error
@@ -137,10 +147,21 @@ func Run(ctx context.Context, cfg Config) (*result.Run, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
+	return newRunner(cfg).run(ctx)
+}
+
+// newRunner returns a runner for cfg, which Check has accepted. The run's
+// clock starts now.
+func newRunner(cfg Config) *runner {
 	r := &runner{cfg: cfg, base: time.Now()}
 	r.syncWallClock()
 	r.startNs = int64(cfg.Warmup)
 	r.endNs = r.startNs + int64(cfg.Duration)
+	return r
+}
+
+// run executes the run and returns its result.
+func (r *runner) run(ctx context.Context) (*result.Run, error) {
 	flows, closeAll, err := r.dial()
 	if err != nil {
 		return nil, err
@@ -155,11 +176,11 @@ func Run(ctx context.Context, cfg Config) (*result.Run, error) {
 			close(stop)
 			closeAll()
 			wg.Wait()
-			return nil, fmt.Errorf("start flow %d to %s: %w", f.id, cfg.Target, err)
+			return nil, fmt.Errorf("start flow %d to %s: %w", f.id, r.cfg.Target, err)
 		}
 	}
 	wg.Go(func() { r.timerLoop(stop) })
-	if cfg.Rate > 0 {
+	if r.cfg.Rate > 0 {
 		wg.Go(func() { r.pacerLoop(stop) })
 	}
 	cpu, err := r.measure(ctx)
@@ -333,9 +354,10 @@ const minPoll = 20 * time.Microsecond
 
 // pacerLoop sends every flow's open-loop requests until the sending phase
 // ends. One goroutine serves all flows and sleeps until the earliest
-// intended send time, so each wakeup sends what is due on every flow. On
-// Linux the sleep is as late as the kernel's wakeup of the thread and no
-// later (see sleeper), so SendLag is free of Go timers' rounding to 1 ms.
+// intended send time, but at least max(PaceQuantum, minPoll), so each
+// wakeup sends what is due on every flow. On Linux the sleep is as late as
+// the kernel's wakeup of the thread and no later (see sleeper), so SendLag
+// is free of Go timers' rounding to 1 ms.
 func (r *runner) pacerLoop(stop <-chan struct{}) {
 	sl, err := r.newSleeper(stop)
 	if err != nil {
@@ -344,7 +366,9 @@ func (r *runner) pacerLoop(stop <-chan struct{}) {
 	}
 	defer sl.close()
 	interval := r.interval()
+	poll := int64(max(r.cfg.PaceQuantum, minPoll))
 	for {
+		r.pacerWakes.Add(1)
 		now := r.now()
 		if !r.sending(now) {
 			return
@@ -358,7 +382,7 @@ func (r *runner) pacerLoop(stop <-chan struct{}) {
 			}
 			next = min(next, fnext)
 		}
-		if !sl.sleepUntil(max(next, r.now()+int64(minPoll))) {
+		if !sl.sleepUntil(max(next, r.now()+poll)) {
 			return
 		}
 	}

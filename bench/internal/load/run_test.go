@@ -29,6 +29,13 @@ func serveUDP(t *testing.T, handle func(b []byte) [][]byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveUDPConn(t, c, handle)
+}
+
+// serveUDPConn is serveUDP on the socket c, which it closes when the test
+// ends.
+func serveUDPConn(t *testing.T, c *net.UDPConn, handle func(b []byte) [][]byte) string {
+	t.Helper()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		buf := make([]byte, 2048)

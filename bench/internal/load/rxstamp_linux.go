@@ -32,13 +32,18 @@ func enableRxTimestamps(c *net.UDPConn) error {
 	}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		serr = setRxTimestamps(int(fd))
 	})
 	if err != nil {
 		return err
 	}
-	if serr != nil {
-		return fmt.Errorf("setsockopt SO_TIMESTAMPNS: %w", serr)
+	return serr
+}
+
+// setRxTimestamps sets SO_TIMESTAMPNS on the socket fd.
+func setRxTimestamps(fd int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fmt.Errorf("setsockopt SO_TIMESTAMPNS: %w", err)
 	}
 	return nil
 }
