@@ -214,3 +214,50 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestFailedLoopWriteKeepsServing makes the worker's write of a response
+// fail: the gateway resets the connection while an inline handler works.
+// gnet then closes the connection from inside the write, and the event loop
+// must go on serving other connections.
+func TestFailedLoopWriteKeepsServing(t *testing.T) {
+	slow := handlerFunc(func(p Peer, f *Frame) {
+		if f.Type != TypeRequest {
+			return
+		}
+		if bytes.Equal(f.Body, []byte("slow")) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = p.Send(&Frame{Type: TypeResponse, Proto: f.Proto, Corr: f.Corr, Body: f.Body})
+	})
+	s := startServer(t, ServerOptions{Handler: inlineAll{slow}})
+
+	for i := range 3 {
+		conn, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := AppendFrame(nil, &Frame{Type: TypeRequest, Proto: ProtoCoAP, Corr: uint64(i + 1), Body: []byte("slow")})
+		if _, err := conn.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the handler is now sleeping
+		// Close with a reset, so the response write fails.
+		_ = conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
+		time.Sleep(150 * time.Millisecond)
+	}
+
+	c := newTestClient(t, ClientOptions{RequestTimeout: 3 * time.Second})
+	r := await(t, sendAsync(t, c, s.Addr(), &Frame{Proto: ProtoCoAP, Body: []byte("after")}), 5*time.Second)
+	if r.err != nil {
+		t.Fatalf("request after failed writes: %v", r.err)
+	}
+	if string(r.resp.Body) != "after" {
+		t.Fatalf("response body %q, want after", r.resp.Body)
+	}
+}
+
+// inlineAll runs every frame of h on the event loop.
+type inlineAll struct{ Handler }
+
+func (inlineAll) Inline(*Frame) bool { return true }

@@ -40,8 +40,11 @@ const (
 //   - in-loop: while the event loop itself is handling a read (beginLoop to
 //     endLoop), frames are queued and endLoop writes them all at once.
 //
-// Every write happens with mu held, so writes from different routes never
-// interleave on the stream.
+// Direct writes happen with mu held. A loop write releases mu around gnet's
+// Write, because a failed Write closes the connection and calls OnClose,
+// which takes mu, but loopWriting keeps direct writes off the socket
+// meanwhile. So writes from different routes never interleave on the
+// stream.
 type frameWriter struct {
 	conn      gnet.Conn     // set before the first send, then read-only
 	flushTask gnet.Runnable // w.flush, built once so scheduling does not allocate it
@@ -60,7 +63,12 @@ type frameWriter struct {
 	loopOwned bool
 	scheduled bool // a flush task is queued on the event loop
 	inLoop    bool // the event loop is between beginLoop and endLoop
-	closed    bool
+	// loopWriting is set while the event loop writes without mu held.
+	// Frames sent meanwhile stay queued, and the loop writes them next.
+	loopWriting bool
+	// spare is a written buffer kept for reuse by the next loop write.
+	spare  []byte
+	closed bool
 }
 
 // init runs on the event loop when the connection opens. Direct writes use
@@ -147,7 +155,7 @@ func (w *frameWriter) writeNow() error {
 // then unlocks w.mu.
 func (w *frameWriter) writeLocked() error {
 	w.dirty.Store(false)
-	if len(w.buf) == 0 || w.closed || w.inLoop || w.scheduled {
+	if len(w.buf) == 0 || w.closed || w.inLoop || w.scheduled || w.loopWriting {
 		// Empty, or already in the hands of the event loop.
 		w.mu.Unlock()
 		return nil
@@ -186,31 +194,41 @@ func (w *frameWriter) schedule() error {
 // the connection, and the OnClose handler then fails what was in flight.
 func (w *frameWriter) flush(context.Context) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.scheduled = false
 	w.loopWriteLocked()
+	w.mu.Unlock()
 	return nil
 }
 
-// loopWriteLocked writes the queue through gnet. It runs on the event loop
-// with w.mu held. The closed check keeps a flush queued before OnClose from
-// writing to a connection that gnet has closed.
+// loopWriteLocked writes the queue through gnet until it is empty. It runs
+// on the event loop with w.mu held, and releases it around each Write: when
+// a Write fails, gnet closes the connection and calls OnClose on this same
+// goroutine, and OnClose takes w.mu. The closed check keeps a flush queued
+// before OnClose from writing to a connection that gnet has closed.
 func (w *frameWriter) loopWriteLocked() {
-	if w.closed {
-		return
+	for !w.closed {
+		buf := w.buf
+		if len(buf) > 0 {
+			w.buf, w.spare = w.spare[:0], nil
+			w.loopWriting = true
+			w.mu.Unlock()
+			_, _ = w.conn.Write(buf)
+			w.mu.Lock()
+			w.loopWriting = false
+			// gnet copies what it cannot write at once, so buf is free.
+			if cap(buf) <= maxKeptBuf && w.spare == nil {
+				w.spare = buf[:0]
+			}
+			if w.closed {
+				return
+			}
+		}
+		w.outbound = w.conn.OutboundBuffered()
+		w.loopOwned = w.outbound > 0
+		if len(w.buf) == 0 {
+			return
+		}
 	}
-	buf := w.buf
-	if len(buf) > 0 {
-		_, _ = w.conn.Write(buf)
-	}
-	w.outbound = w.conn.OutboundBuffered()
-	w.loopOwned = w.outbound > 0
-	// gnet copies what it cannot write at once, so buf is free again.
-	if cap(buf) > maxKeptBuf {
-		w.buf = nil
-		return
-	}
-	w.buf = buf[:0]
 }
 
 // beginLoop marks the start of a read on the event loop: frames sent until
@@ -225,12 +243,12 @@ func (w *frameWriter) beginLoop() {
 // loop, so it may use gnet's own write.
 func (w *frameWriter) endLoop() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.inLoop = false
 	w.dirty.Store(false)
 	if len(w.buf) > 0 && !w.scheduled {
 		w.loopWriteLocked()
 	}
+	w.mu.Unlock()
 }
 
 // close drops the queue and makes later sends and flushes do nothing. OnClose
@@ -242,7 +260,7 @@ func (w *frameWriter) close() {
 		return
 	}
 	w.closed = true
-	w.buf = nil
+	w.buf, w.spare = nil, nil
 	w.dirty.Store(false)
 	if w.fd >= 0 {
 		_ = unix.Close(w.fd)
