@@ -32,6 +32,10 @@ type upload struct {
 	body    []byte
 	szx     uint8
 	updated time.Time
+	// done is set once the last block arrived. The upload is kept until it
+	// expires or its slot is needed, so that a retransmitted last block is
+	// forwarded again, for example after its worker was lost.
+	done bool
 }
 
 type cachedBody struct {
@@ -71,16 +75,22 @@ func (s *blockStore) sweep(now time.Time) {
 
 // roomFor reports whether from may start another upload, after dropping
 // idle ones when the store is full. s.mu must be held.
+// Finished uploads give way first and count against no limit.
 func (s *blockStore) roomFor(from netip.AddrPort, now time.Time) bool {
 	if len(s.uploads) >= maxTransfers {
+		for k, u := range s.uploads {
+			if u.done {
+				delete(s.uploads, k)
+			}
+		}
 		s.sweep(now)
 		if len(s.uploads) >= maxTransfers {
 			return false
 		}
 	}
 	n := 0
-	for k := range s.uploads {
-		if k.addr == from {
+	for k, u := range s.uploads {
+		if k.addr == from && !u.done {
 			n++
 		}
 	}
@@ -115,9 +125,19 @@ func (e *Endpoint) block1(ex *exchange, c *call, b block, sc *scratch) ([]byte, 
 		u = &upload{szx: b.szx}
 		s.uploads[k] = u
 	}
+	if u != nil && u.done && b.num > 0 && !b.more && int(b.num)*b.size()+len(m.Payload) == len(u.body) {
+		// The last block again: the device retransmitted it because no
+		// response came, so the whole body goes out again.
+		u.updated = now
+		s.mu.Unlock()
+		e.counts.blockRepeat.Inc()
+		final := b
+		c.block1 = &final
+		return u.body, true
+	}
 	// Block NUM counts blocks of the current size; a device may lower
 	// SZX mid-transfer, so the offset uses the block's own size.
-	if u == nil || int(b.num)*b.size() != len(u.body) {
+	if u == nil || u.done || int(b.num)*b.size() != len(u.body) {
 		delete(s.uploads, k)
 		s.mu.Unlock()
 		e.counts.blockGap.Inc()
@@ -139,7 +159,7 @@ func (e *Endpoint) block1(ex *exchange, c *call, b block, sc *scratch) ([]byte, 
 		e.answer(ex, sc, codeContinue, message.Options{echo}, nil)
 		return nil, false
 	}
-	delete(s.uploads, k)
+	u.done = true
 	s.mu.Unlock()
 	final := b
 	c.block1 = &final

@@ -14,7 +14,7 @@ type counters struct {
 	blockGap, blockCached, observe, observeEnd, observeMoved  prometheus.Counter
 	notify, notifyStale, emptyAck, retransmit, sendErrors     prometheus.Counter
 	evicted, outboundFull, badKey, tooLarge, tooManyOptions   prometheus.Counter
-	observeFull, uploadsFull, observeLost                     prometheus.Counter
+	observeFull, uploadsFull, observeLost, blockRepeat        prometheus.Counter
 	codes                                                     [256]prometheus.Counter
 	forward                                                   prometheus.Observer
 }
@@ -35,7 +35,7 @@ func newCounters(m *metrics.Metrics) counters {
 		evicted: p("exchange_evicted"), outboundFull: p("outbound_full"),
 		badKey: p("bad_key"), tooLarge: p("too_large"), tooManyOptions: p("too_many_options"),
 		observeFull: p("observe_full"), uploadsFull: p("block_uploads_full"),
-		observeLost: p("observe_move_failed"),
+		observeLost: p("observe_move_failed"), blockRepeat: p("block_last_repeated"),
 	}
 	c.forward = m.Forward.WithLabelValues("coap")
 	for i := range c.codes {

@@ -181,3 +181,42 @@ func TestFailedObservationMoveTellsDevice(t *testing.T) {
 		t.Fatalf("%d registrations left, want 0", n)
 	}
 }
+
+// TestLastBlockRetransmitAfterLostWorker loses the worker while the last
+// Block1 block is forwarded. The device's retransmission of that block must
+// forward the whole body again, not get 4.08 for a discarded upload.
+func TestLastBlockRetransmitAfterLostWorker(t *testing.T) {
+	fw := &fakeForwarder{}
+	_, c := startEndpoint(t, fw, nil)
+	body := bytes.Repeat([]byte("block-wise body "), 8) // 128 bytes in 64-byte blocks
+	first := request(typeCON, codes.PUT, 0x7100, []byte{1}, "d/up/config",
+		message.Options{block1Option(0, true, 2)}, body[:64])
+	if m := parse(t, roundTrip(t, c, first, time.Second)); m.Code != codes.Continue {
+		t.Fatalf("first block: %v, want 2.31 Continue", m)
+	}
+
+	fw.mu.Lock()
+	fw.err = errors.New("link: connection closed")
+	fw.mu.Unlock()
+	last := request(typeCON, codes.PUT, 0x7101, []byte{2}, "d/up/config",
+		message.Options{block1Option(1, false, 2)}, body[64:])
+	if got := roundTrip(t, c, last, 150*time.Millisecond); got != nil {
+		t.Fatalf("got %x, want silence while the worker is lost", got)
+	}
+
+	fw.mu.Lock()
+	fw.err = nil
+	fw.mu.Unlock()
+	m := parse(t, roundTrip(t, c, last, time.Second))
+	if m.Code != codes.Content {
+		t.Fatalf("retransmitted last block: %v, want the worker's 2.05", m)
+	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if n := len(fw.bodies); n != 2 {
+		t.Fatalf("worker got %d bodies, want 2 (the lost forward and the retry)", n)
+	}
+	if !bytes.Equal(fw.bodies[1], body) {
+		t.Errorf("retry forwarded %d bytes, want the whole %d-byte body", len(fw.bodies[1]), len(body))
+	}
+}

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +79,61 @@ func listenUDP(addr *net.UDPAddr, n int) ([]*batchSocket, error) {
 		}
 		socks = append(socks, s)
 	}
+	if err := checkExclusive(socks); err != nil {
+		for _, s := range socks {
+			s.close()
+		}
+		return nil, err
+	}
 	return socks, nil
+}
+
+// checkExclusive fails when a socket of another owner is bound to the same
+// address and port as socks, which SO_REUSEPORT allows for a process of the
+// same user that binds in the moment between the plain bind and ours. The
+// kernel would then split the devices between the two processes. It reads
+// the sockets of the network namespace from /proc/net/udp and udp6.
+// NOTE: without a readable /proc the check is skipped.
+func checkExclusive(socks []*batchSocket) error {
+	ours := make(map[string]bool, len(socks))
+	for _, s := range socks {
+		var st unix.Stat_t
+		if err := unix.Fstat(s.fd, &st); err != nil {
+			return nil
+		}
+		ours[strconv.FormatUint(st.Ino, 10)] = true
+	}
+	var lines []string
+	for _, name := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil
+		}
+		lines = append(lines, strings.Split(string(b), "\n")...)
+	}
+	// Fields: sl local_address rem_address st ... uid timeout inode.
+	owners := map[string][]string{} // local address to inodes
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[0] == "sl" {
+			continue
+		}
+		owners[f[1]] = append(owners[f[1]], f[9])
+	}
+	for _, inodes := range owners {
+		mine, other := false, false
+		for _, ino := range inodes {
+			if ours[ino] {
+				mine = true
+			} else {
+				other = true
+			}
+		}
+		if mine && other {
+			return fmt.Errorf("another socket shares the address through SO_REUSEPORT: %w", unix.EADDRINUSE)
+		}
+	}
+	return nil
 }
 
 // bindReusePort opens one blocking UDP socket of sa's family bound to sa.

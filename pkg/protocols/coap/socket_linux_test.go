@@ -88,3 +88,34 @@ func TestCloseWakesBlockedReaders(t *testing.T) {
 		t.Error("send after Close succeeded, want an error")
 	}
 }
+
+// TestConcurrentListenNotShared binds the same port from two goroutines at
+// once, many times: SO_REUSEPORT must never let both keep the port.
+func TestConcurrentListenNotShared(t *testing.T) {
+	probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.LocalAddr().(*net.UDPAddr)
+	probe.Close()
+
+	for i := range 300 {
+		results := make(chan []*batchSocket, 2)
+		for range 2 {
+			go func() {
+				socks, err := listenUDP(addr, 2)
+				if err != nil {
+					socks = nil
+				}
+				results <- socks
+			}()
+		}
+		a, b := <-results, <-results
+		if a != nil && b != nil {
+			t.Fatalf("try %d: both listeners bound %s", i, addr)
+		}
+		for _, s := range append(a, b...) {
+			s.close()
+		}
+	}
+}
