@@ -25,8 +25,8 @@ func TestMonotonicBaseMatchesClock(t *testing.T) {
 	after := int64(time.Since(base))
 	// The bound is loose because a preemption between the reads can
 	// widen it. A wrong clock would miss by far more.
-	if got := ts.Nano() - mono; got < before-100_000 || got > after+100_000 {
-		t.Errorf("CLOCK_MONOTONIC - base = %d ns, want within 100 us of [%d, %d]", got, before, after)
+	if got := ts.Nano() - mono; got < before-1_000_000 || got > after+1_000_000 {
+		t.Errorf("CLOCK_MONOTONIC - base = %d ns, want within 1 ms of [%d, %d]", got, before, after)
 	}
 }
 

