@@ -132,8 +132,8 @@ func (p *peer) run() {
 			p.awaitWriter()
 			return
 		}
-		if p.queued && r.Buffered() == 0 {
-			// No further message is buffered, so send what was queued.
+		if p.queued && !wholeMessageBuffered(r) {
+			// The next read may wait for the peer, so send what was queued.
 			p.queued = false
 			p.s.queue.Flush()
 		}
@@ -143,6 +143,22 @@ func (p *peer) run() {
 			limit = p.s.opts.MaxMessage
 		}
 	}
+}
+
+// wholeMessageBuffered reports whether r holds a whole message, which the
+// next read returns without waiting. The rest of a partial message may come
+// only after the peer has its answers to the earlier ones.
+func wholeMessageBuffered(r *bufio.Reader) bool {
+	n := r.Buffered()
+	if n < HeaderLen {
+		return false
+	}
+	b, err := r.Peek(4)
+	if err != nil {
+		return false
+	}
+	length := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+	return n >= length
 }
 
 // awaitWriter waits, at most one write timeout, for the writer to send the

@@ -624,3 +624,59 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// queueForwarder holds queued requests until Flush, as the gateway's link
+// does, then forwards them through appForwarder.
+type queueForwarder struct {
+	*appForwarder
+	mu      sync.Mutex
+	pending []func()
+}
+
+func (q *queueForwarder) QueueForward(key, msg []byte, done func([]byte, error)) error {
+	key, msg = append([]byte(nil), key...), append([]byte(nil), msg...)
+	q.mu.Lock()
+	q.pending = append(q.pending, func() { _ = q.Forward(key, msg, done) })
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *queueForwarder) Flush() {
+	q.mu.Lock()
+	pending := q.pending
+	q.pending = nil
+	q.mu.Unlock()
+	for _, send := range pending {
+		send()
+	}
+}
+
+// TestQueuedForwardFlushedBeforePartialRead sends a whole CCR and the start
+// of a second one in one write. The first must be forwarded and answered
+// while the gateway waits for the rest of the second.
+func TestQueuedForwardFlushedBeforePartialRead(t *testing.T) {
+	var q *queueForwarder
+	f := startServer(t, func(o *dia.ServerOptions) {
+		q = &queueForwarder{appForwarder: o.Forwarder.(*appForwarder)}
+		o.Forwarder = q
+	})
+	c := dial(t, f.srv.Addr())
+	c.open("client.peers.test")
+
+	first, err := c.ccr("queued;1", 1, 0).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := c.ccr("queued;2", 1, 0).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.writeRaw(append(first, second[:30]...))
+	if rc := resultCode(t, c.read()); rc != dia.ResultSuccess {
+		t.Fatalf("first CCR Result-Code = %d, want 2001", rc)
+	}
+	c.writeRaw(second[30:])
+	if rc := resultCode(t, c.read()); rc != dia.ResultSuccess {
+		t.Fatalf("second CCR Result-Code = %d, want 2001", rc)
+	}
+}
