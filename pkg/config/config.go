@@ -52,6 +52,8 @@ type Gateway struct {
 	DiameterRealm string
 	DiameterKey   string
 	DiameterPeers []string
+	// LinkConns is the number of link connections to each worker.
+	LinkConns int
 }
 
 // Worker holds a worker's settings.
@@ -162,6 +164,7 @@ func gatewayFlags(out io.Writer) (*flag.FlagSet, *Gateway) {
 	fs.StringVar(&g.DiameterHost, "diameter-host", "", "Diameter Origin-Host (default: the node name)")
 	fs.StringVar(&g.DiameterRealm, "diameter-realm", "shardgate.local", "Diameter Origin-Realm")
 	fs.StringVar(&g.DiameterKey, "diameter-key", "Session-Id", "AVP whose value is the Diameter session key, for example Session-Id or User-Name")
+	fs.IntVar(&g.LinkConns, "link-conns", 1, "link connections to each worker; a worker serves each on one event loop, so more use more of its CPUs")
 	fs.Func("diameter-peers", "comma-separated Origin-Hosts allowed to connect; empty allows every peer", func(s string) error {
 		g.DiameterPeers = splitList(s)
 		if strings.TrimSpace(s) != "" && len(g.DiameterPeers) == 0 {
@@ -278,8 +281,15 @@ func (g *Gateway) validate() error {
 	if _, err := ParseCoAPKey(g.CoAPKey); err != nil {
 		return err
 	}
+	if g.LinkConns < 1 || g.LinkConns > maxLinkConns {
+		return fmt.Errorf("invalid --link-conns %d: want 1 to %d", g.LinkConns, maxLinkConns)
+	}
 	return nil
 }
+
+// maxLinkConns bounds --link-conns: more connections than a worker has CPUs
+// only add sockets.
+const maxLinkConns = 64
 
 func (w *Worker) validate() error {
 	if err := w.Common.validate(); err != nil {

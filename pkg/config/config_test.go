@@ -26,6 +26,9 @@ func TestGatewayDefaults(t *testing.T) {
 	if g.CoAPKey != "path:/d/{id}" || g.DiameterKey != "Session-Id" {
 		t.Errorf("keys = %q %q", g.CoAPKey, g.DiameterKey)
 	}
+	if g.LinkConns != 1 {
+		t.Errorf("link connections per worker = %d, want 1", g.LinkConns)
+	}
 }
 
 func TestEnvironmentAndFlagPrecedence(t *testing.T) {
@@ -71,6 +74,8 @@ func TestBadValuesNameTheFlag(t *testing.T) {
 		{[]string{"--join", "a:99999"}, nil, "--join"},
 		{[]string{"--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"--serf-profile", "wan"}, nil, "--serf-profile"},
+		{[]string{"--link-conns", "0"}, nil, "--link-conns"},
+		{nil, map[string]string{"SHARDGATE_LINK_CONNS": "65"}, "--link-conns"},
 		{nil, map[string]string{"SHARDGATE_ADMIN_ADDR": "nope"}, "--admin-addr"},
 		{[]string{"stray"}, nil, "stray"},
 	}

@@ -50,7 +50,8 @@ func New(cfg config.Gateway, log zerolog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.ring = r
-	g.link, err = link.NewClient(link.ClientOptions{Logger: log, OnNotify: g.onNotify, AfterRead: g.afterLinkRead})
+	g.link, err = link.NewClient(link.ClientOptions{Logger: log, OnNotify: g.onNotify, AfterRead: g.afterLinkRead,
+		ConnsPerWorker: cfg.LinkConns})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start link client: %w", err)
 	}
