@@ -38,6 +38,10 @@ type Worker struct {
 	members  *membership.Membership
 	linkAddr string // advertised to gateways
 
+	// appCtx is the applications' context, cancelled when Run returns.
+	appCtx   context.Context
+	stopApps context.CancelFunc
+
 	mu       sync.Mutex
 	draining bool // guarded by mu
 }
@@ -57,7 +61,10 @@ func New(cfg config.Worker, log zerolog.Logger) (*Worker, error) {
 	if err := mux.Register(app.Diameter, dia); err != nil {
 		return nil, err
 	}
-	w.handler = &frameHandler{mux: mux, log: log, observers: make(map[obsKey]*observer)}
+	// The applications' context exists before the link server starts,
+	// because a gateway may send frames as soon as it listens.
+	w.appCtx, w.stopApps = context.WithCancel(context.Background())
+	w.handler = &frameHandler{mux: mux, log: log, ctx: w.appCtx, observers: make(map[obsKey]*observer)}
 	// One event loop per CPU, because the applications run on the loops.
 	w.server = link.NewServer(link.ServerOptions{Addr: cfg.LinkAddr, Handler: w.handler, Logger: log, Multicore: true})
 	if err := w.server.Start(); err != nil {
@@ -87,9 +94,8 @@ func (w *Worker) AdminAddr() string { return w.admin.Addr() }
 // itself draining so that gateways move its shards, keeps serving for
 // DrainTimeout, leaves the cluster and stops.
 func (w *Worker) Run(ctx context.Context) error {
-	appCtx, stopApps := context.WithCancel(context.Background())
-	defer stopApps()
-	w.handler.ctx = appCtx
+	appCtx := w.appCtx
+	defer w.stopApps()
 	members, err := membership.Start(ctx, membership.Config{
 		Name: w.cfg.Name, Role: membership.RoleWorker, BindAddr: w.cfg.SerfAddr,
 		Advertise: w.cfg.Advertise, LinkAddr: w.linkAddr, Join: w.cfg.Join,
