@@ -269,6 +269,11 @@ func (c *call) fail(err error) {
 		// The worker's connection failed. Unless the device already has
 		// an Empty ACK, forget the exchange so that its retransmission is
 		// forwarded to the new owner.
+		// NOTE: a worker that was only paused (failed by Serf, then back)
+		// may still serve the frame from its socket buffer, so a POST can
+		// then take effect twice. Workers do not deduplicate by the
+		// device's Message ID, because the link does not carry the
+		// device's address, which scopes Message IDs.
 		e.counts.lost.Inc()
 		acked := false
 		e.exchanges.with(c.ex, func(ex *exchange) {
