@@ -277,10 +277,12 @@ func (s *Server) startPeer(conn net.Conn) {
 	}
 	if len(s.peers) >= s.opts.MaxPeers {
 		s.mu.Unlock()
-		conn.Close()
+		// Count and log before the close, so that a peer that sees the
+		// close also sees the counter.
 		s.metrics.connRejected.Inc()
 		s.rejectLog.Warn().Int("max_peers", s.opts.MaxPeers).Str("remote", conn.RemoteAddr().String()).
 			Msg("diameter connection closed because MaxPeers connections are open (more within 10 s are counted, not logged)")
+		conn.Close()
 		return
 	}
 	p := newPeer(s, conn)
