@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,5 +219,51 @@ func TestLastBlockRetransmitAfterLostWorker(t *testing.T) {
 	}
 	if !bytes.Equal(fw.bodies[1], body) {
 		t.Errorf("retry forwarded %d bytes, want the whole %d-byte body", len(fw.bodies[1]), len(body))
+	}
+}
+
+// orderedForwarder answers an observe registration and, in the same link
+// read, sends the first notification, then flushes the read's batch.
+type orderedForwarder struct {
+	fakeForwarder
+	e atomic.Pointer[Endpoint]
+}
+
+func (f *orderedForwarder) Forward(key, msg []byte, observe uint64, r Responder) (string, error) {
+	if observe == 0 {
+		return f.fakeForwarder.Forward(key, msg, observe, r)
+	}
+	var m message.Message
+	m.Options = make(message.Options, 0, maxOptions)
+	if err := decode(msg, &m); err != nil {
+		return "", err
+	}
+	token := append([]byte(nil), m.Token...)
+	go func() {
+		resp := appendMessage(nil, typeACK, codes.Content, 0, token, message.Options{{ID: optObserve, Value: []byte{1}}}, []byte("registered"))
+		r.Respond(resp, nil)
+		note := appendMessage(nil, typeNON, codes.Content, 0, token, message.Options{{ID: optObserve, Value: []byte{2}}}, []byte("changed"))
+		e := f.e.Load()
+		e.Notify(observe, note)
+		e.FlushResponses()
+	}()
+	return "worker-a", nil
+}
+
+// TestRegistrationResponseBeforeNotification delivers a registration's
+// response and its first notification in one link read: the device must
+// get the response first.
+func TestRegistrationResponseBeforeNotification(t *testing.T) {
+	fw := &orderedForwarder{}
+	e, c := startEndpoint(t, fw, func(o *Options) { o.BatchResponses = true })
+	fw.e.Store(e)
+	reg := request(typeCON, codes.GET, 0x7200, []byte{0x0C}, "d/order/state", message.Options{{ID: optObserve}}, nil)
+	first := parse(t, roundTrip(t, c, reg, time.Second))
+	if first.Type != message.Acknowledgement || string(first.Payload) != "registered" {
+		t.Fatalf("first message %v, want the ACK with the registration response", first)
+	}
+	second := parse(t, receive(t, c, time.Second))
+	if string(second.Payload) != "changed" {
+		t.Fatalf("second message %v, want the notification", second)
 	}
 }

@@ -221,6 +221,20 @@ func (e *Endpoint) endObservation(id uint64, cancel bool) {
 // that has gone away is noticed (RFC 7641 §4.5).
 const confirmableEvery = 16
 
+// relay sends a notification. With BatchResponses it joins the batch of the
+// link read that delivered it, behind the responses delivered earlier in
+// that read, so a registration's response reaches the device before the
+// first notification.
+func (e *Endpoint) relay(b []byte, to netip.AddrPort) {
+	if !e.opts.BatchResponses {
+		e.send(b, to)
+		return
+	}
+	e.linkMu.Lock()
+	e.linkOut.add(b, to)
+	e.linkMu.Unlock()
+}
+
 // Notify relays a worker's notification for observation id to its device.
 // msg is an encoded response; it is valid only during the call. Notify does
 // not block.
@@ -251,12 +265,12 @@ func (e *Endpoint) Notify(id uint64, msg []byte) {
 	n := o.sent.Add(1)
 	if n%confirmableEvery == 0 {
 		setHeader(out, typeCON, mid)
-		e.sendConfirmable(o.from, mid, out, id)
+		e.trackConfirmable(o.from, mid, out, id)
 	} else {
 		setHeader(out, typeNON, mid)
 		e.out.remember(o.from, mid, id)
-		e.send(out, o.from)
 	}
+	e.relay(out, o.from)
 	if final {
 		// A notification with an error code ends the observation
 		// (RFC 7641 §3.2).

@@ -37,6 +37,13 @@ func newOutbound() *outbound { return &outbound{m: make(map[exKey]*outMsg)} }
 // sendConfirmable sends a CON and schedules its retransmissions. obsID links
 // a notification to its observation.
 func (e *Endpoint) sendConfirmable(to netip.AddrPort, mid uint16, b []byte, obsID uint64) {
+	e.trackConfirmable(to, mid, b, obsID)
+	e.send(b, to)
+}
+
+// trackConfirmable schedules the retransmissions of a CON that the caller
+// sends itself.
+func (e *Endpoint) trackConfirmable(to netip.AddrPort, mid uint16, b []byte, obsID uint64) {
 	// The first timeout is random in [ACK_TIMEOUT, ACK_TIMEOUT*ACK_RANDOM_FACTOR].
 	t := e.opts.AckTimeout + time.Duration(rand.Float64()*(AckRandomFactor-1)*float64(e.opts.AckTimeout))
 	msg := &outMsg{b: append([]byte(nil), b...), sends: 1, timeout: t, next: time.Now().Add(t), obsID: obsID}
@@ -47,7 +54,6 @@ func (e *Endpoint) sendConfirmable(to netip.AddrPort, mid uint16, b []byte, obsI
 		e.counts.outboundFull.Inc()
 	}
 	e.out.mu.Unlock()
-	e.send(b, to)
 }
 
 // remember keeps a NON notification's Message ID for RST matching.
