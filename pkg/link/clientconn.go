@@ -177,11 +177,13 @@ func (cc *clientConn) fail() int {
 }
 
 // shutdown fails the pending requests at once, then closes the socket.
-func (cc *clientConn) shutdown() {
-	cc.fail()
+// It returns how many requests it failed.
+func (cc *clientConn) shutdown() int {
+	n := cc.fail()
 	if cc.w.conn != nil {
 		_ = cc.w.conn.Close()
 	}
+	return n
 }
 
 func (cc *clientConn) inFlight() int {

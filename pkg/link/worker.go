@@ -92,10 +92,16 @@ func (w *worker) shutdown() {
 	w.mu.Lock()
 	w.forgotten = true
 	w.mu.Unlock()
+	failed, closed := 0, 0
 	for i := range w.conns {
 		if cc := w.conns[i].Swap(nil); cc != nil {
-			cc.shutdown()
+			failed += cc.shutdown()
+			closed++
 		}
+	}
+	if closed > 0 {
+		w.c.log.Info().Str("worker", w.addr).Int("connections", closed).Int("failed_requests", failed).
+			Msg("closed the link connections to a worker that left or at shutdown")
 	}
 }
 
