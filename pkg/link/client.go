@@ -204,7 +204,7 @@ func (c *Client) Forget(workerAddr string) {
 	delete(c.workers, workerAddr)
 	c.mu.Unlock()
 	if w != nil {
-		w.shutdown()
+		w.shutdown("the worker left the cluster")
 	}
 	c.refreshLive()
 }
@@ -234,7 +234,7 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 
 	for _, w := range workers {
-		w.shutdown()
+		w.shutdown("the link client closed")
 	}
 	close(c.stop)
 	<-c.tickerDone

@@ -87,8 +87,8 @@ func (w *worker) dial() (*clientConn, error) {
 }
 
 // shutdown closes every connection and fails their pending requests with
-// ErrClosed before it returns.
-func (w *worker) shutdown() {
+// ErrClosed before it returns. reason goes into the log line.
+func (w *worker) shutdown(reason string) {
 	w.mu.Lock()
 	w.forgotten = true
 	w.mu.Unlock()
@@ -100,8 +100,8 @@ func (w *worker) shutdown() {
 		}
 	}
 	if closed > 0 {
-		w.c.log.Info().Str("worker", w.addr).Int("connections", closed).Int("failed_requests", failed).
-			Msg("closed the link connections to a worker that left or at shutdown")
+		w.c.log.Info().Str("worker", w.addr).Str("reason", reason).Int("connections", closed).
+			Int("failed_requests", failed).Msg("link connections to worker closed")
 	}
 }
 
