@@ -167,7 +167,12 @@ func (w *frameWriter) writeLocked() error {
 			n = 0
 		}
 		if n == len(w.buf) {
-			w.buf = w.buf[:0]
+			// As in loopWriteLocked, a burst's large buffer is not kept.
+			if cap(w.buf) > maxKeptBuf {
+				w.buf = nil
+			} else {
+				w.buf = w.buf[:0]
+			}
 			w.mu.Unlock()
 			return nil
 		}

@@ -100,7 +100,7 @@ func TestSleeperStops(t *testing.T) {
 // 2000 sends at 2000 req/s against a loopback echo. Send lag depends on
 // the machine's load, so the test only logs it.
 func TestPacerSendLag(t *testing.T) {
-	addr := serveUDP(t, func(b []byte) [][]byte { return [][]byte{append([]byte(nil), b...)} })
+	addr := serveUDP(t, echoHandler)
 	cfg := baseConfig("echo", addr)
 	cfg.Rate, cfg.InFlight, cfg.Duration = 2000, 256, time.Second
 	res, err := Run(context.Background(), cfg)

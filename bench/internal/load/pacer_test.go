@@ -1,7 +1,6 @@
 package load
 
 import (
-	"context"
 	"testing"
 	"time"
 )
@@ -11,17 +10,10 @@ import (
 // wakeups, and the run time from start to the end of sending.
 func runPaced(t *testing.T, quantum, duration time.Duration) (sent, wakes uint64, runTime time.Duration) {
 	t.Helper()
-	addr := serveUDP(t, func(b []byte) [][]byte { return [][]byte{append([]byte(nil), b...)} })
+	addr := serveUDP(t, echoHandler)
 	cfg := baseConfig("echo", addr)
 	cfg.Rate, cfg.InFlight, cfg.Duration, cfg.PaceQuantum = 2000, 64, duration, quantum
-	if err := cfg.Check(); err != nil {
-		t.Fatal(err)
-	}
-	r := newRunner(cfg)
-	res, err := r.run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, res := runChecked(t, cfg)
 	wakes = r.pacerWakes.Load()
 	t.Logf("quantum %v: %d sent, %d pacer wakeups, send lag p50 %.0f us, max %.0f us",
 		quantum, res.Sent, wakes, res.SendLag.P50, res.SendLag.Max)

@@ -17,6 +17,8 @@ import (
 	"github.com/fiorix/go-diameter/v4/diam/datatype"
 	"github.com/fiorix/go-diameter/v4/diam/dict"
 	"go.uber.org/goleak"
+
+	"github.com/shardgate/shardgate/bench/internal/result"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -51,6 +53,24 @@ func serveUDPConn(t *testing.T, c *net.UDPConn, handle func(b []byte) [][]byte) 
 	})
 	t.Cleanup(func() { c.Close(); wg.Wait() })
 	return c.LocalAddr().String()
+}
+
+// echoHandler returns each datagram unchanged.
+func echoHandler(b []byte) [][]byte { return [][]byte{append([]byte(nil), b...)} }
+
+// runChecked validates cfg and runs it, failing the test on any error. It
+// returns the runner too, for counters the result does not carry.
+func runChecked(t *testing.T, cfg Config) (*runner, *result.Run) {
+	t.Helper()
+	if err := cfg.Check(); err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(cfg)
+	res, err := r.run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, res
 }
 
 func baseConfig(mode, target string) Config {

@@ -17,8 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func echoHandler(b []byte) [][]byte { return [][]byte{append([]byte(nil), b...)} }
-
 // A closed-loop run over 16 sockets that sends a fixed number of requests
 // gets every response back, on every socket, through the receive thread.
 func TestUDPSixteenSocketsAllAnswered(t *testing.T) {
@@ -26,14 +24,7 @@ func TestUDPSixteenSocketsAllAnswered(t *testing.T) {
 	cfg := baseConfig("echo", addr)
 	cfg.Sockets, cfg.InFlight, cfg.Warmup = 16, 64, 0
 	cfg.MaxRequests = 16 * 100 // each flow sends MaxRequests/Sockets+1 = 101
-	if err := cfg.Check(); err != nil {
-		t.Fatal(err)
-	}
-	r := newRunner(cfg)
-	res, err := r.run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, res := runChecked(t, cfg)
 	const perFlow, want = 101, 16 * 101
 	if res.Sent != want {
 		t.Errorf("sent %d, want %d", res.Sent, want)
