@@ -157,7 +157,7 @@ func TestDirectWritesKeepOrder(t *testing.T) {
 	}
 }
 
-// TestQueuedFramesWaitForFlush checks that QueueTo holds a frame until
+// TestQueuedFramesWaitForFlush checks that QueueTo keeps a frame queued until
 // Flush, and that concurrent queuers and flushers lose nothing.
 func TestQueuedFramesWaitForFlush(t *testing.T) {
 	addr, accepted := rawWorker(t)

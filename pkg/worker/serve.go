@@ -29,8 +29,8 @@ type obsKey struct {
 
 var _ link.InlineHandler = (*frameHandler)(nil)
 
-// Inline implements link.InlineHandler: cancels and the requests of
-// applications that never block run on the link's event loop.
+// Inline implements link.InlineHandler: cancels, and the requests of
+// applications that implement app.NonBlocking, run on the link's event loop.
 func (h *frameHandler) Inline(f *link.Frame) bool {
 	return f.Type == link.TypeCancel || h.mux.NonBlocking(app.Proto(f.Proto))
 }

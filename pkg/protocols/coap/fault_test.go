@@ -222,8 +222,8 @@ func TestLastBlockRetransmitAfterLostWorker(t *testing.T) {
 	}
 }
 
-// orderedForwarder answers an observe registration and, in the same link
-// read, sends the first notification, then flushes the read's batch.
+// orderedForwarder responds to an observe registration and, in the same
+// link read, sends the first notification, then flushes the read's batch.
 type orderedForwarder struct {
 	fakeForwarder
 	e atomic.Pointer[Endpoint]

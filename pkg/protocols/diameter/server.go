@@ -277,8 +277,8 @@ func (s *Server) startPeer(conn net.Conn) {
 	}
 	if len(s.peers) >= s.opts.MaxPeers {
 		s.mu.Unlock()
-		// Count and log before the close, so that a peer that sees the
-		// close also sees the counter.
+		// Count and log before the close, so that a client that observes
+		// the close reads the updated counter.
 		s.metrics.connRejected.Inc()
 		s.rejectLog.Warn().Int("max_peers", s.opts.MaxPeers).Str("remote", conn.RemoteAddr().String()).
 			Msg("diameter connection closed because MaxPeers connections are open (more within 10 s are counted, not logged)")
